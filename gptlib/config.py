@@ -1,0 +1,295 @@
+"""GPTConfig: every GPT variant in the book as one dataclass of switches, plus named presets.
+
+Taught in notebooks/01_history.ipynb (the presets) and in every variant chapter (07–13),
+which use `GPTConfig.diff` to show what changes from one model to the next.
+Figures and their sources: ../shared/reference/gpt_family.md (quoted in each preset's comment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+NORMS = ("layernorm", "rmsnorm")
+NORM_PLACEMENTS = ("post", "pre", "parallel")
+POSITIONS = ("learned", "sinusoidal", "rotary", "alibi", "none")
+ROTARY_PAIRINGS = ("half", "interleaved")
+ATTENTION_LAYOUTS = ("dense", "local", "strided")
+MLP_TYPES = ("mlp", "swiglu", "moe")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+INIT_SCHEMES = ("normal", "gpt2", "gpt-j", "gpt-neox")
+
+
+@dataclass
+class GPTConfig:
+    """The switches that turn the one `GPT` model into GPT-1, GPT-2, GPT-J, Llama, ...
+
+    Defaults are GPT-2 small. Use `GPTConfig.from_preset(name, **overrides)` for a variant.
+    """
+
+    # sizes
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_kv_head: int | None = None  # None: same as n_head (MHA); 1: MQA; in between: GQA
+    d_ff: int | None = None  # hidden width of the feed-forward network; None: 4 * n_embd
+    # the block
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    norm_placement: str = "pre"
+    shared_norm: bool = False  # parallel placement only: one norm feeds both branches (GPT-J)
+    final_norm: bool = True
+    # positions
+    position: str = "learned"
+    rotary_fraction: float = 1.0  # share of each head's dimensions that is rotated
+    rotary_pairing: str = "half"  # "half": NeoX/Llama rotate_half; "interleaved": GPT-J pairs
+    rotary_base: float = 10000.0
+    # attention
+    attention_pattern: tuple[str, ...] = ("dense",)  # cycled over layers: layer i uses [i % len]
+    window_size: int | None = (
+        None  # "local" layers: each query sees itself and window_size-1 before
+    )
+    sparse_stride: int | None = None  # "strided" layers: local band of this width + every stride-th
+    attention_scale: bool = True  # False: raw q·k scores, as GPT-Neo does
+    # feed-forward
+    mlp: str = "mlp"
+    activation: str = "gelu_tanh"
+    n_experts: int = 0  # mlp="moe": experts per layer
+    n_experts_per_token: int = 2  # mlp="moe": top-k routing
+    # biases, head, initialisation, regularisation
+    qkv_bias: bool = True
+    attn_out_bias: bool = True
+    mlp_bias: bool = True
+    lm_head_bias: bool = False
+    tie_embeddings: bool = True
+    init: str = "gpt2"
+    init_std: float = 0.02
+    dropout: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. source of a preset)
+
+    def __post_init__(self) -> None:
+        self.attention_pattern = tuple(self.attention_pattern)
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.d_ff is None:
+            self.d_ff = 4 * self.n_embd
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ValueError naming the first inconsistent field and how to fix it."""
+        for name in (
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "n_head",
+            "n_embd",
+            "n_kv_head",
+            "d_ff",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        choices = {
+            "norm": NORMS,
+            "norm_placement": NORM_PLACEMENTS,
+            "position": POSITIONS,
+            "rotary_pairing": ROTARY_PAIRINGS,
+            "mlp": MLP_TYPES,
+            "activation": ACTIVATIONS,
+            "init": INIT_SCHEMES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is unknown; choose one of {allowed}"
+                )
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; pick n_embd a "
+                f"multiple of n_head (e.g. n_embd={self.n_head * max(1, self.n_embd // self.n_head)})"
+            )
+        if self.n_kv_head > self.n_head or self.n_head % self.n_kv_head:
+            raise ValueError(
+                f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (each key/value head "
+                "serves an equal group of query heads); use 1 (MQA), a divisor, or n_head (MHA)"
+            )
+        if not self.attention_pattern:
+            raise ValueError("attention_pattern is empty; use e.g. ('dense',)")
+        for layout in self.attention_pattern:
+            if layout not in ATTENTION_LAYOUTS:
+                raise ValueError(f"attention layout {layout!r} is unknown; use {ATTENTION_LAYOUTS}")
+        if "local" in self.attention_pattern and not (self.window_size and self.window_size > 0):
+            raise ValueError("'local' attention layers need window_size, a positive integer")
+        if "strided" in self.attention_pattern and not (
+            self.sparse_stride and self.sparse_stride > 0
+        ):
+            raise ValueError("'strided' attention layers need sparse_stride, a positive integer")
+        if self.position == "rotary":
+            if not 0.0 < self.rotary_fraction <= 1.0:
+                raise ValueError(f"rotary_fraction must be in (0, 1], got {self.rotary_fraction}")
+            if self.rotary_dim < 2 or self.rotary_dim % 2:
+                raise ValueError(
+                    f"rotary_fraction={self.rotary_fraction} of head_dim={self.head_dim} gives "
+                    f"{self.rotary_dim} rotated dimensions; it must be an even number >= 2"
+                )
+        if self.mlp == "moe" and not 1 <= self.n_experts_per_token <= self.n_experts:
+            raise ValueError(
+                f"mlp='moe' needs 1 <= n_experts_per_token ({self.n_experts_per_token}) "
+                f"<= n_experts ({self.n_experts})"
+            )
+        if self.shared_norm and self.norm_placement != "parallel":
+            raise ValueError("shared_norm=True only makes sense with norm_placement='parallel'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def rotary_dim(self) -> int:
+        """Number of dimensions of each head that rotary embedding rotates."""
+        return int(self.head_dim * self.rotary_fraction)
+
+    def layer_layout(self, layer: int) -> str:
+        """The attention layout ('dense', 'local' or 'strided') of layer `layer` (0-based)."""
+        return self.attention_pattern[layer % len(self.attention_pattern)]
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def presets(cls) -> list[str]:
+        """Names accepted by `from_preset`."""
+        return list(PRESETS)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """The published configuration of a variant, with any field overridden.
+
+        Shrinking a preset (n_head, n_embd, ...) keeps dependent fields consistent: the ratio of
+        query to key/value heads and the feed-forward width relative to n_embd are kept.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s) {sorted(unknown)} in overrides")
+        base = dict(PRESETS[name])
+        n_head, n_embd = base["n_head"], base["n_embd"]
+        if "n_head" in overrides and "n_kv_head" not in overrides:
+            heads_per_kv = n_head // base.get("n_kv_head", n_head)
+            if overrides["n_head"] % heads_per_kv:
+                raise ValueError(
+                    f"preset {name!r} shares each key/value head among {heads_per_kv} query heads, "
+                    f"which does not divide n_head={overrides['n_head']}; also pass n_kv_head"
+                )
+            base["n_kv_head"] = overrides["n_head"] // heads_per_kv
+        if "n_embd" in overrides and "d_ff" not in overrides and "d_ff" in base:
+            base["d_ff"] = round(base["d_ff"] * overrides["n_embd"] / n_embd)
+        base.update(overrides)
+        base.setdefault("extra", {})
+        base["extra"] = {"preset": name, **base["extra"]}
+        return cls(**base)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["attention_pattern"] = list(self.attention_pattern)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(
+                f"config has unknown field(s) {sorted(unknown)}; was it written by a newer gptlib?"
+            )
+        return cls(**d)
+
+    def diff(self, other: GPTConfig) -> list[tuple[str, Any, Any]]:
+        """Rows (field, this value, other value) for every field that differs (not `extra`)."""
+        rows = []
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name != "extra" and a != b:
+                rows.append((f.name, a, b))
+        return rows
+
+
+def swiglu_hidden(n_embd: int, multiple_of: int = 256) -> int:
+    """LLaMA's SwiGLU width: 2/3 of 4·d, rounded up to a multiple (4096 -> 11008)."""
+    hidden = int(2 * 4 * n_embd / 3)
+    return multiple_of * math.ceil(hidden / multiple_of)
+
+
+_GPT2 = dict(
+    vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768,
+    norm_placement="pre", position="learned", activation="gelu_tanh", init="gpt2",
+)  # fmt: skip
+
+# Each preset is the smallest published size of the family, unless a comment says otherwise.
+PRESETS: dict[str, dict[str, Any]] = {
+    # GPT-1: post-LN, no final LN, exact GELU, N(0, 0.02) init, 512 context, 40,478-entry
+    # vocabulary [Radford et al. 2018 §4.1; HF configuration_openai.py].
+    "gpt1": dict(
+        _GPT2, vocab_size=40478, block_size=512, norm_placement="post", final_norm=False,
+        activation="gelu", init="normal",
+    ),
+    # GPT-2 small, "124M": pre-LN, final LN, tanh GELU, residual init 0.02/sqrt(2L)
+    # [Radford et al. 2019 §2.3; openai/gpt-2 model_card.md].
+    "gpt2": dict(_GPT2),
+    # GPT-3 Small (125M): GPT-2 plus alternating dense and locally banded sparse layers, 2048
+    # context [Brown et al. 2020 §2.1, Table 2.1]. RECONSTRUCTION: the paper gives no band width,
+    # stride, or which layers are sparse; here even layers are dense, odd layers "strided"
+    # (a 128-wide local band plus every 128th earlier token, as in the Sparse Transformer).
+    "gpt3": dict(
+        _GPT2, block_size=2048, attention_pattern=("dense", "strided"), sparse_stride=128,
+    ),
+    # GPT-Neo 125M: global and local layers alternate (layer 0 global), window 256, no
+    # 1/sqrt(d_head) scaling, no q/k/v bias [HF modeling_gpt_neo.py; hub config.json].
+    "gpt-neo": dict(
+        _GPT2, block_size=2048, attention_pattern=("dense", "local"), window_size=256,
+        attention_scale=False, qkv_bias=False,
+    ),
+    # GPT-J-6B: parallel attention+MLP fed by one shared LN; rotary on 64 of 256 dims per head
+    # with interleaved pairs; no attention biases; untied head with bias; vocab padded to 50,400
+    # [kingoflolz/mesh-transformer-jax README and 6B_roto_256.json].
+    "gpt-j": dict(
+        vocab_size=50400, block_size=2048, n_layer=28, n_head=16, n_embd=4096,
+        norm_placement="parallel", shared_norm=True, position="rotary", rotary_fraction=0.25,
+        rotary_pairing="interleaved", qkv_bias=False, attn_out_bias=False, lm_head_bias=True,
+        tie_embeddings=False, activation="gelu_tanh", init="gpt-j",
+    ),
+    # GPT-NeoX-20B: parallel residual with two LNs, rotary on 25% of dims, half-split pairs,
+    # untied, vocab padded to 50,432 [EleutherAI/gpt-neox configs/20B.yml; Black et al. 2022].
+    "gpt-neox": dict(
+        vocab_size=50432, block_size=2048, n_layer=44, n_head=64, n_embd=6144,
+        norm_placement="parallel", position="rotary", rotary_fraction=0.25,
+        rotary_pairing="half", tie_embeddings=False, activation="gelu_tanh", init="gpt-neox",
+    ),
+    # LLaMA-7B: pre-RMSNorm, SwiGLU with hidden 2/3·4d rounded to 256 (11,008), RoPE on every
+    # dimension, no biases, untied [Touvron et al. 2023 §2.2, Table 2; HF configuration_llama.py].
+    # LLaMA-1 uses one key/value head per query head; set n_kv_head for grouped-query attention.
+    "llama": dict(
+        vocab_size=32000, block_size=2048, n_layer=32, n_head=32, n_embd=4096,
+        d_ff=swiglu_hidden(4096), norm="rmsnorm", norm_eps=1e-6, position="rotary", mlp="swiglu",
+        activation="silu", init="normal",
+        qkv_bias=False, attn_out_bias=False, mlp_bias=False, tie_embeddings=False,
+    ),
+    # Mixtral 8x7B: the Mistral-7B backbone (32 query / 8 key-value heads, hidden 14,336,
+    # RoPE theta 1e6) with 8 SwiGLU experts, top-2 routing; dense 32k context, no sliding window
+    # [Jiang et al. 2024; HF configuration_mixtral.py]. Set attention_pattern=("local",) and
+    # window_size for Mistral-7B's sliding window (W = 4096).
+    "mixtral": dict(
+        vocab_size=32000, block_size=32768, n_layer=32, n_head=32, n_kv_head=8, n_embd=4096,
+        d_ff=14336, norm="rmsnorm", norm_eps=1e-5, position="rotary", rotary_base=1e6,
+        mlp="moe", n_experts=8, n_experts_per_token=2, activation="silu", qkv_bias=False,
+        attn_out_bias=False, mlp_bias=False, tie_embeddings=False, init="normal",
+    ),
+}  # fmt: skip

@@ -1,0 +1,115 @@
+"""Positional information: learned and sinusoidal tables, rotary embeddings, ALiBi slopes.
+
+Taught in notebooks/05_positional_encodings.ipynb.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LearnedPositions(nn.Module):
+    """A trained vector per position, added to the token embedding (GPT-1, GPT-2, GPT-3)."""
+
+    def __init__(self, block_size: int, n_embd: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(block_size, n_embd))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.weight[positions]
+
+
+def sinusoidal_table(positions: torch.Tensor, n_embd: int, base: float = 10000.0) -> torch.Tensor:
+    """The fixed sin/cos table of Vaswani et al. 2017: row p is the encoding of position p.
+
+    Even columns hold sin(p / base^(2i/d)), odd columns cos of the same angle.
+    """
+    inv_freq = base ** (-torch.arange(0, n_embd, 2, dtype=torch.float32) / n_embd)
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    table = torch.zeros(len(positions), n_embd, device=positions.device)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles[:, : n_embd // 2])
+    return table
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sinusoidal encodings, computed for any position (no table size limit)."""
+
+    def __init__(self, n_embd: int) -> None:
+        super().__init__()
+        self.n_embd = n_embd
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return sinusoidal_table(positions, self.n_embd)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE, Su et al. 2021) on the first `rotary_dim` dims of a head.
+
+    Each pair of dimensions is rotated by the angle position·θ_i with θ_i = base^(-2i/rotary_dim),
+    so the dot product of a rotated query and key depends only on their offset.
+    `pairing="interleaved"` rotates adjacent dims (2i, 2i+1) as GPT-J does; `pairing="half"`
+    rotates dim i with dim i + rotary_dim/2 as GPT-NeoX and Llama do. The two are the same
+    rotation up to a permutation of the dimensions.
+    """
+
+    def __init__(self, rotary_dim: int, base: float = 10000.0, pairing: str = "half") -> None:
+        super().__init__()
+        if rotary_dim % 2:
+            raise ValueError(f"rotary_dim must be even, got {rotary_dim}")
+        self.rotary_dim = rotary_dim
+        self.pairing = pairing
+        inv_freq = 1.0 / base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of every angle, laid out to match the pairing: shape (T, rotary_dim)."""
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        if self.pairing == "interleaved":
+            angles = angles.repeat_interleave(2, dim=-1)
+        else:
+            angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate the first rotary_dim dims of x (..., T, head_dim); pass the rest through."""
+        rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
+        if self.pairing == "interleaved":
+            partner = torch.stack([-rot[..., 1::2], rot[..., 0::2]], dim=-1).flatten(-2)
+        else:
+            first, second = rot.chunk(2, dim=-1)
+            partner = torch.cat([-second, first], dim=-1)
+        rotated = (rot.float() * cos + partner.float() * sin).to(x.dtype)
+        return torch.cat([rotated, rest], dim=-1)
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.cos_sin(positions)
+        return self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi's per-head slopes (Press et al. 2022): 2^(-8/n), 2^(-16/n), ... for n heads.
+
+    For a head count that is not a power of two, take the slopes of the largest power of two
+    below it, then every other slope of twice that power.
+    """
+
+    def powers(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_head).is_integer():
+        return torch.tensor(powers(n_head))
+    below = 2 ** math.floor(math.log2(n_head))
+    return torch.tensor(powers(below) + powers(2 * below)[0::2][: n_head - below])
+
+
+def alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """The additive score bias -slope·(i - j) for query position i and key j: (H, Tq, Tk)."""
+    distance = (q_pos[:, None] - k_pos[None, :]).to(slopes.dtype)
+    return -slopes[:, None, None] * distance
