@@ -1,5 +1,6 @@
 """Tests for gptlib.data: the offline corpora, the train/validation split and random batches."""
 
+import csv
 import hashlib
 import sysconfig
 from pathlib import Path
@@ -150,3 +151,62 @@ def test_get_batch_wants_a_1d_tensor(data: object) -> None:
 def test_get_batch_rejects_non_positive_sizes() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         get_batch(torch.arange(20), batch_size=0, block_size=4)
+
+
+FAMILY_CSV = Path(__file__).resolve().parents[1] / "data" / "gpt_family.csv"
+FAMILY_COLUMNS = ["model", "family", "organisation", "year", "params", "layers", "d_model",
+                  "heads", "context", "training_tokens", "vocab", "open_weights", "source",
+                  "notes"]  # fmt: skip
+NUMERIC_COLUMNS = ["year", "params", "layers", "d_model", "heads", "context", "training_tokens",
+                   "vocab"]  # fmt: skip
+# Which row of the facts table each gptlib preset reproduces (LLaMA has no row: the fact sheet
+# gives its recipe but no sizes).
+PRESET_ROWS = {"gpt1": "GPT-1", "gpt2": "GPT-2 small", "gpt3": "GPT-3 Small",
+               "gpt-neo": "GPT-Neo 125M", "gpt-j": "GPT-J-6B", "gpt-neox": "GPT-NeoX-20B",
+               "mixtral": "Mixtral 8x7B"}  # fmt: skip
+
+
+def _family_rows() -> list[dict[str, str]]:
+    with FAMILY_CSV.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        assert reader.fieldnames == FAMILY_COLUMNS
+        return list(reader)
+
+
+def test_gpt_family_table_is_well_formed() -> None:
+    rows = _family_rows()
+    assert len({row["model"] for row in rows}) == len(rows), "model names must be unique"
+    for row in rows:
+        assert row["source"].strip(), f"{row['model']}: every row cites its source"
+        assert row["open_weights"] in {"yes", "no"}, row["model"]
+        for column in NUMERIC_COLUMNS:
+            value = row[column]
+            assert value == "" or (value.isdigit() and int(value) > 0), (
+                f"{row['model']}: {column}={value!r} must be a positive integer or blank"
+            )
+        assert 2018 <= int(row["year"]) <= 2030
+        if row["d_model"] and row["heads"] and "inconsistent" not in row["notes"]:
+            assert int(row["d_model"]) % int(row["heads"]) == 0, f"{row['model']}: d_head"
+
+
+def test_gpt_family_table_covers_the_book() -> None:
+    families = {row["family"] for row in _family_rows()}
+    assert {"GPT-1", "GPT-2", "GPT-3", "Codex", "InstructGPT", "GPT-Neo", "GPT-J", "GPT-NeoX",
+            "GPT-4"} <= families  # fmt: skip
+    sizes = [row for row in _family_rows() if row["family"] == "GPT-3"]
+    assert len(sizes) == 8
+    assert all(row["training_tokens"] == "300000000000" for row in sizes)
+
+
+@pytest.mark.parametrize("preset", list(PRESET_ROWS))
+def test_gptlib_presets_agree_with_the_facts_table(preset: str) -> None:
+    from gptlib import GPTConfig
+
+    row = next(row for row in _family_rows() if row["model"] == PRESET_ROWS[preset])
+    config = GPTConfig.from_preset(preset)
+    assert (config.n_layer, config.n_embd, config.n_head, config.block_size) == (
+        int(row["layers"]),
+        int(row["d_model"]),
+        int(row["heads"]),
+        int(row["context"]),
+    )
