@@ -122,7 +122,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = self.ln_1 if config.shared_norm else make_norm(config)
+        self.ln_2 = None if config.shared_norm else make_norm(config)  # GPT-J: ln_1 feeds both
         self.mlp = FEED_FORWARDS[config.mlp](config)
         self.resid_dropout = nn.Dropout(config.dropout)
         self._residual = {
@@ -155,5 +155,6 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), weights
 
     def _parallel(self, x, attend):
-        a, weights = attend(self.ln_1(x))
-        return x + a + self.mlp(self.ln_2(x)), weights
+        h = self.ln_1(x)
+        a, weights = attend(h)
+        return x + a + self.mlp(h if self.ln_2 is None else self.ln_2(x)), weights

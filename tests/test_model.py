@@ -1,0 +1,256 @@
+"""The GPT model: shapes, causality, the two attention paths, generation and checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from gptlib import GPT, GPTConfig
+from gptlib.attention import KVCache
+from gptlib.sampling import filter_logits
+
+TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=48, vocab_size=61)
+
+# Every family, plus the variations that break implementations (window shorter than the
+# sequence, strided layers, GQA, ALiBi, sinusoidal positions, MoE top-2).
+VARIANTS = {
+    "gpt1": {},
+    "gpt2": {},
+    "gpt3": dict(sparse_stride=4),
+    "gpt-neo": dict(window_size=5),
+    "gpt-j": {},
+    "gpt-neox": {},
+    "llama": dict(n_kv_head=2),
+    "mixtral": dict(n_kv_head=1, attention_pattern=("local",), window_size=6),
+    "alibi": dict(position="alibi"),
+    "sinusoidal": dict(position="sinusoidal"),
+}
+
+
+def make(name: str, **overrides) -> GPT:
+    preset = name if name in GPTConfig.presets() else "gpt2"
+    torch.manual_seed(0)
+    config = GPTConfig.from_preset(preset, **{**TINY, **VARIANTS[name], **overrides})
+    return GPT(config).eval()
+
+
+def tokens(batch=2, length=20, vocab=61, seed=1):
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_shapes_and_loss(name):
+    model = make(name)
+    idx = tokens()
+    out = model(idx, targets=idx)
+    assert out.logits.shape == (2, 20, 61)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    # A freshly initialised model is close to uniform over the vocabulary.
+    assert abs(out.loss.item() - torch.log(torch.tensor(61.0)).item()) < 1.0
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_prefix_logits_do_not_depend_on_later_tokens(name):
+    model = make(name)
+    idx = tokens(length=24)
+    changed = idx.clone()
+    changed[:, 15:] = (changed[:, 15:] + 7) % 61
+    a, b = model(idx).logits, model(changed).logits
+    torch.testing.assert_close(a[:, :15], b[:, :15], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, 15:], b[:, 15:])
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_explicit_attention_path_matches_fast_path(name):
+    model = make(name)
+    idx = tokens(length=24)
+    fast = model(idx)
+    slow = model(idx, return_attention=True)
+    torch.testing.assert_close(fast.logits, slow.logits, rtol=0, atol=1e-5)
+    assert fast.attentions is None
+    assert len(slow.attentions) == model.config.n_layer
+    for weights in slow.attentions:
+        assert weights.shape == (2, 4, 24, 24)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 24))
+        assert torch.all(weights.triu(1) == 0), "a query attends to a later key"
+
+
+def test_local_window_limits_what_a_query_sees():
+    model = make("gpt-neo")  # layer 1 is local with window 5
+    weights = model(tokens(length=24), return_attention=True).attentions
+    i = torch.arange(24)
+    too_far = (i[:, None] - i[None, :]) >= 5
+    assert torch.all(weights[1][..., too_far] == 0)
+    assert torch.any(weights[0][..., too_far] > 0)  # layer 0 is global
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_kv_cache_gives_the_same_logits_as_a_full_forward(name):
+    model = make(name)
+    idx = tokens(length=24)
+    full = model(idx).logits
+    cache = KVCache(model.config.n_layer)
+    pieces = [model(idx[:, :10], kv_cache=cache).logits]
+    pieces += [model(idx[:, t : t + 1], kv_cache=cache).logits for t in range(10, 24)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_greedy_generation_with_and_without_cache_is_identical(name):
+    model = make(name)
+    prompt = tokens(length=6)
+    with_cache = model.generate(prompt, max_new_tokens=30, temperature=0.0, use_cache=True)
+    without = model.generate(prompt, max_new_tokens=30, temperature=0.0, use_cache=False)
+    assert with_cache.shape == (2, 36)
+    assert torch.equal(with_cache, without)
+
+
+def test_greedy_is_repeated_argmax():
+    model = make("gpt2")
+    idx = tokens(batch=1, length=5)
+    generated = model.generate(idx, max_new_tokens=8, temperature=0.0)
+    for _ in range(8):
+        next_id = model(idx).logits[:, -1].argmax(-1, keepdim=True)
+        idx = torch.cat([idx, next_id], dim=1)
+    assert torch.equal(generated, idx)
+
+
+def test_generation_past_block_size_slides_the_window_for_learned_positions():
+    model = make("gpt2", block_size=16)
+    out = model.generate(tokens(batch=1, length=10), max_new_tokens=20, temperature=0.0)
+    assert out.shape == (1, 30)
+    assert torch.equal(
+        out, model.generate(tokens(batch=1, length=10), 20, temperature=0.0, use_cache=False)
+    )
+
+
+def test_a_sliding_window_bounds_the_cache():
+    model = make("mixtral")  # every layer local, window 6
+    cache = KVCache(model.config.n_layer)
+    model(tokens(length=24), kv_cache=cache)
+    assert cache.length == 24
+    assert all(layer.k.shape == (2, 1, 6, 8) for layer in cache.layers)  # 1 kv head, head_dim 8
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without():
+    model = make("gpt2")
+    prompt = tokens(batch=1, length=4)
+    a = model.generate(prompt, 20, temperature=1.0, seed=123)
+    b = model.generate(prompt, 20, temperature=1.0, seed=123)
+    c = model.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(124))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, top_k=2)).tolist() == [[True, True, False, False]]
+    # top_p=0.7: 0.5 alone is not enough, 0.5+0.3 is: keep the first two.
+    assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.4)).tolist() == [
+        [True, False, False, False]
+    ]
+    model = make("gpt2")
+    out = model.generate(tokens(batch=1, length=4), 10, temperature=1.0, top_k=1, seed=0)
+    assert torch.equal(out, model.generate(tokens(batch=1, length=4), 10, temperature=0.0))
+
+
+def test_generation_stops_at_eos():
+    model = make("gpt2")
+    prompt = tokens(batch=1, length=4)
+    greedy = model.generate(prompt, 10, temperature=0.0)
+    eos = int(greedy[0, 6])
+    stopped = model.generate(prompt, 10, temperature=0.0, eos_token_id=eos)
+    assert int(stopped[0, -1]) == eos and stopped.size(1) <= 7
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_k=0), "top_k"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(seed=1, generator=torch.Generator()), "seed or generator"),
+    ],
+)
+def test_bad_sampling_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make("gpt2").generate(tokens(batch=1, length=3), 2, **kwargs)
+
+
+def test_too_long_or_out_of_vocabulary_input_is_refused():
+    model = make("gpt2")
+    with pytest.raises(ValueError, match="longer than block_size"):
+        model(tokens(length=49))
+    with pytest.raises(ValueError, match="vocab_size"):
+        model(torch.tensor([[0, 61]]))
+    with pytest.raises(ValueError, match=r"\(batch, time\)"):
+        model(torch.tensor([1, 2, 3]))
+    # Rotary and ALiBi models compute positions on the fly, so they accept longer inputs.
+    assert make("alibi")(tokens(length=60)).logits.shape == (2, 60, 61)
+
+
+def test_weights_are_tied_or_untied_as_configured():
+    tied, untied = make("gpt2"), make("gpt-j")
+    assert tied.lm_head.weight is tied.tok_emb.weight
+    assert untied.lm_head.weight is not untied.tok_emb.weight
+    assert untied.lm_head.bias is not None
+
+
+def test_gpt2_init_scales_the_residual_projections():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("gpt2", n_layer=8, n_embd=256, n_head=4, vocab_size=100))
+    residual = model.blocks[0].attn.out_proj.weight.std().item()
+    other = model.blocks[0].attn.qkv.weight.std().item()
+    assert other == pytest.approx(0.02, rel=0.05)
+    assert residual == pytest.approx(0.02 / 4, rel=0.05)  # 0.02 / sqrt(2 * 8)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    for name in ("gpt2", "gpt-j", "mixtral"):
+        model = make(name)
+        model.save(tmp_path / name)
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == [
+            "config.json",
+            "model.safetensors",
+        ]
+        loaded = GPT.load(tmp_path / name)
+        assert loaded.config == model.config
+        idx = tokens()
+        torch.testing.assert_close(loaded(idx).logits, model(idx).logits, rtol=0, atol=0)
+        if model.config.tie_embeddings:
+            assert loaded.lm_head.weight is loaded.tok_emb.weight
+
+
+def test_loading_a_missing_or_corrupt_checkpoint_says_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GPT.load(tmp_path / "nowhere")
+    make("gpt2").save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt"):
+        GPT.load(tmp_path / "m")
+    make("gpt2").save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["n_embd"] = 64
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match"):
+        GPT.load(tmp_path / "m")
+
+
+def test_optimizer_decays_matrices_only():
+    model = make("gpt2")
+    optimizer = model.configure_optimizer(lr=1e-3, weight_decay=0.1)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == model.num_params()
+
+
+def test_parameter_count_on_meta_device_matches_a_real_model():
+    config = GPTConfig.from_preset("llama", **TINY)
+    assert GPT.count_params(config) == GPT(config).num_params()
+    model = GPT(GPTConfig.from_preset("gpt2", **TINY))
+    embeddings = 61 * 32 + 48 * 32
+    assert model.num_params(non_embedding=True) == model.num_params() - embeddings
