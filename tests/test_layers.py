@@ -267,15 +267,11 @@ def test_parallel_block_adds_both_branches_to_the_same_input() -> None:
 def test_parallel_block_with_a_shared_norm_really_shares_it() -> None:
     shared = make_block(norm_placement="parallel", shared_norm=True)
     separate = make_block(norm_placement="parallel")
-    assert shared.ln_1 is shared.ln_2
+    assert shared.ln_2 is None  # one norm, stored once (safetensors refuses shared tensors)
     assert n_params(separate) - n_params(shared) == 2 * 32  # one LayerNorm's gain and bias
     x = torch.randn(2, 7, 32)
     h = shared.ln_1(x)
     torch.testing.assert_close(run(shared, x), x + attention(shared, h) + shared.mlp(h))
-    # Changing the one norm's gain changes what both branches see.
-    shared.zero_grad()
-    run(shared, x).sum().backward()
-    assert shared.ln_1.weight.grad is shared.ln_2.weight.grad
 
 
 @pytest.mark.parametrize("placement", ["post", "pre", "parallel"])
