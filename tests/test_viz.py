@@ -1,0 +1,197 @@
+"""gptlib.viz: figures with the right panels, layout pictures that match gptlib's masks, and a
+stand-alone HTML head view that is offline, deterministic and small."""
+
+import base64
+import json
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from gptlib import GPT, GPTConfig
+from gptlib.attention import attention_mask
+from gptlib.positional import alibi_bias, alibi_slopes
+from gptlib.viz import (
+    LAYOUTS,
+    attention_explorer,
+    attention_grid,
+    attention_heatmap,
+    attention_layouts_figure,
+    head_view,
+    layout_matrix,
+    show_token,
+)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _attentions(n_layer: int = 2, n_head: int = 4, T: int = 20, seed: int = 0):
+    torch.manual_seed(seed)
+    config = GPTConfig.from_preset(
+        "gpt2", n_layer=n_layer, n_head=n_head, n_embd=8 * n_head, block_size=128, vocab_size=50
+    )
+    idx = torch.randint(0, 50, (2, T))
+    with torch.no_grad():
+        out = GPT(config).eval()(idx, return_attention=True)
+    tokens = [chr(ord("a") + i % 26) for i in idx[0].tolist()]
+    return out.attentions, tokens
+
+
+def _images(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+
+
+def test_heatmap_is_one_panel_labelled_by_tokens() -> None:
+    attentions, tokens = _attentions()
+    fig = attention_heatmap(attentions[0][0, 1], tokens, title="layer 0, head 1")
+    assert isinstance(fig, Figure)
+    (ax,) = _images(fig)
+    assert [t.get_text() for t in ax.get_xticklabels()] == tokens
+    np.testing.assert_allclose(ax.images[0].get_array(), attentions[0][0, 1].numpy())
+
+
+def test_heatmap_rejects_a_stack_of_heads() -> None:
+    attentions, tokens = _attentions()
+    with pytest.raises(ValueError, match="one head"):
+        attention_heatmap(attentions[0][0], tokens)
+
+
+@pytest.mark.parametrize(("n_layer", "n_head"), [(1, 1), (2, 4), (3, 2)])
+def test_grid_has_a_panel_per_layer_and_head(n_layer: int, n_head: int) -> None:
+    attentions, tokens = _attentions(n_layer, n_head)
+    fig = attention_grid(attentions, tokens)
+    assert len(_images(fig)) == n_layer * n_head
+    last = _images(fig)[-1]
+    assert last.get_title() == f"layer {n_layer - 1}, head {n_head - 1}"
+    np.testing.assert_allclose(last.images[0].get_array(), attentions[-1][0, -1].numpy())
+
+
+def test_grid_picks_the_requested_sequence_of_the_batch() -> None:
+    attentions, _ = _attentions()
+    fig = attention_grid(attentions, batch_index=1)
+    np.testing.assert_allclose(_images(fig)[0].images[0].get_array(), attentions[0][1, 0].numpy())
+
+
+def test_wrong_number_of_tokens_is_a_clear_error() -> None:
+    attentions, tokens = _attentions()
+    with pytest.raises(ValueError, match="got 19 tokens for attention over 20 positions"):
+        attention_grid(attentions, tokens[:-1])
+    with pytest.raises(ValueError, match="got 19 tokens"):
+        head_view(attentions, tokens[:-1])
+
+
+def test_layouts_figure_has_one_panel_per_layout() -> None:
+    assert len(_images(attention_layouts_figure())) == len(LAYOUTS)
+    assert len(_images(attention_layouts_figure(layouts=("dense", "alibi")))) == 2
+    with pytest.raises(ValueError, match="unknown layout 'banded'"):
+        attention_layouts_figure(layouts=("banded",))
+
+
+@pytest.mark.parametrize("layout", ["dense", "local", "strided"])
+def test_layout_pictures_are_gptlibs_masks(layout: str) -> None:
+    positions = torch.arange(12)
+    expected = attention_mask(layout, positions, positions, window_size=3, sparse_stride=5)
+    picture = layout_matrix(layout, 12, window_size=3, sparse_stride=5)
+    assert torch.equal(picture.bool(), expected)
+
+
+def test_sliding_window_reach_grows_by_window_minus_one_per_layer() -> None:
+    positions = torch.arange(20)
+    for layers in (1, 2, 3):
+        reach = layout_matrix("sliding", 20, window_size=4, stacked_layers=layers)
+        wider = attention_mask("local", positions, positions, window_size=layers * 3 + 1)
+        assert torch.equal(reach.bool(), wider)
+
+
+def test_alibi_picture_is_the_first_heads_bias_on_allowed_keys() -> None:
+    picture = layout_matrix("alibi", 10, n_head=4)
+    bias = alibi_bias(alibi_slopes(4), torch.arange(10), torch.arange(10))[0]
+    allowed = torch.ones(10, 10, dtype=torch.bool).tril()
+    assert torch.isnan(picture[~allowed]).all()
+    assert torch.equal(picture[allowed], bias[allowed])
+
+
+def test_show_token_makes_whitespace_visible() -> None:
+    assert show_token(" a\n\t") == "␣a⏎⇥"
+    assert show_token("") == "∅"
+
+
+def _payload(html: str) -> dict:
+    match = re.search(r'class="gptlib-hv-data">(.*?)</script>', html)
+    return json.loads(match.group(1))
+
+
+def test_head_view_is_offline_and_self_contained() -> None:
+    attentions, tokens = _attentions()
+    html = head_view(attentions, tokens)._repr_html_()
+    lowered = html.lower()
+    for forbidden in ("http", "//cdn", "src=", "href=", "import(", "require(", "@import"):
+        assert forbidden not in lowered, f"head_view output contains {forbidden!r}"
+    assert html.count("<script") == 2 and "<style>" in html
+
+
+def test_head_view_is_byte_identical_for_identical_input() -> None:
+    attentions, tokens = _attentions()
+    first = head_view(attentions, tokens).html
+    assert first == head_view(attentions, tokens).html
+    ids = re.findall(r'id="(gptlib-hv-[0-9a-f]+)"', first)
+    assert len(ids) == 1
+    other, _ = _attentions(seed=1)
+    assert ids[0] not in head_view(other, tokens).html
+    assert ids[0] not in head_view(attentions, tokens[::-1]).html
+
+
+def test_head_view_holds_every_weight_to_within_one_level() -> None:
+    attentions, tokens = _attentions(n_layer=2, n_head=3, T=9)
+    data = _payload(head_view(attentions, tokens).html)
+    assert (data["n"], data["layers"], data["heads"]) == (9, 2, 3)
+    levels = np.frombuffer(base64.b64decode(data["weights"]), dtype=np.uint8).reshape(2, 3, -1)
+    rows, cols = np.tril_indices(9)
+    for layer in range(2):
+        expected = attentions[layer][0][:, rows, cols].numpy()
+        assert np.abs(levels[layer] / 255 - expected).max() <= 0.5 / 255 + 1e-6
+
+
+def test_head_view_keeps_the_last_tokens_and_says_so() -> None:
+    attentions, tokens = _attentions(T=100)
+    view = head_view(attentions, tokens, max_tokens=64)
+    assert _payload(view.html)["n"] == 64
+    assert view.html.count('class="gptlib-hv-tok"') == 64
+    assert "The last 64 of 100 tokens" in view.html
+    assert len(view) < 40_000, f"the view is {len(view)} bytes"
+    with pytest.raises(ValueError, match="max_tokens"):
+        head_view(attentions, tokens, max_tokens=0)
+
+
+def test_head_view_escapes_tokens_and_breaks_lines() -> None:
+    attentions, tokens = _attentions(T=4)
+    html = head_view(attentions, ["<b>", "\n", " ", "&"]).html
+    assert "&lt;b&gt;" in html and "<b>" not in html and "&amp;" in html
+    assert "⏎</span><br>" in html
+
+
+def test_head_view_saves_a_page(tmp_path) -> None:
+    attentions, tokens = _attentions()
+    path = head_view(attentions, tokens).save(tmp_path / "view.html")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and 'class="gptlib-hv"' in text
+
+
+def test_explorer_offers_every_layer_and_head() -> None:
+    widgets = pytest.importorskip("ipywidgets")
+    attentions, tokens = _attentions(n_layer=3, n_head=2)
+    explorer = attention_explorer(attentions, tokens)
+    assert isinstance(explorer, widgets.VBox)
+    layer, head = explorer.children[0].children
+    assert list(layer.options) == [0, 1, 2] and list(head.options) == [0, 1]
