@@ -11,7 +11,8 @@ unpredictable, the second is predictable only by looking back at the first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from .model import GPT
 
 __all__ = [
+    "ablated_heads",
     "copy_losses",
     "diagonal_scores",
     "induction_scores",
@@ -167,3 +169,31 @@ def copy_losses(model: GPT, tokens: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.stack(
         [losses[:, k * seq_len : (k + 1) * seq_len - 1].mean() for k in range(n_repeats)]
     )
+
+
+@contextlib.contextmanager
+def ablated_heads(model: GPT, heads: Iterable[tuple[int, int]]) -> Iterator[GPT]:
+    """Silence some heads inside a `with` block: their output no longer reaches the residual.
+
+    `heads` holds (layer, head) pairs. Each head's columns of its layer's output projection are
+    zeroed, so the head still attends but writes nothing; the weights come back on exit.
+    """
+    saved = []
+    head_dim = model.config.head_dim
+    try:
+        with torch.no_grad():
+            for layer, head in heads:
+                if not (0 <= layer < model.config.n_layer and 0 <= head < model.config.n_head):
+                    raise ValueError(
+                        f"no head ({layer}, {head}): the model has {model.config.n_layer} layers "
+                        f"of {model.config.n_head} heads, numbered from 0"
+                    )
+                weight = model.blocks[layer].attn.out_proj.weight
+                columns = slice(head * head_dim, (head + 1) * head_dim)
+                saved.append((weight, columns, weight[:, columns].clone()))
+                weight[:, columns] = 0.0
+        yield model
+    finally:
+        with torch.no_grad():
+            for weight, columns, original in reversed(saved):
+                weight[:, columns] = original
