@@ -33,6 +33,7 @@ __all__ = [
     "attention_grid",
     "attention_heatmap",
     "attention_layouts_figure",
+    "head_scores_figure",
     "head_view",
     "layout_matrix",
     "show_token",
@@ -160,6 +161,36 @@ def attention_grid(
             ax.set_xticklabels(visible, rotation=90, fontsize=6)
         for ax in axes[:, 0]:
             ax.set_yticklabels(visible, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def head_scores_figure(
+    scores: torch.Tensor | np.ndarray | dict[str, torch.Tensor | np.ndarray],
+    title: str = "score",
+) -> Figure:
+    """A layer x head table of scores as a heatmap with each value written in its cell.
+
+    Pass a dict {panel title: (n_layer, n_head) scores} to compare models side by side.
+    """
+    panels = dict(scores) if isinstance(scores, dict) else {title: scores}
+    arrays = {name: _as_array(value) for name, value in panels.items()}
+    if not arrays or any(a.ndim != 2 for a in arrays.values()):
+        raise ValueError("scores must be (n_layer, n_head) tables, e.g. from gptlib.interpret")
+    n_layer, n_head = next(iter(arrays.values())).shape
+    width, height = 1.0 + 0.7 * n_head, 0.9 + 0.55 * n_layer
+    fig, axes = plt.subplots(1, len(arrays), figsize=(width * len(arrays), height), squeeze=False)
+    for ax, (name, values) in zip(axes[0], arrays.items(), strict=True):
+        ax.imshow(values, cmap="Oranges", vmin=0.0, vmax=1.0)
+        for (layer, head), value in np.ndenumerate(values):
+            colour = "white" if value > 0.6 else "black"
+            ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+        ax.set_xticks(range(values.shape[1]))
+        ax.set_yticks(range(values.shape[0]))
+        ax.set_xlabel("head", fontsize=8)
+        ax.set_ylabel("layer", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
 

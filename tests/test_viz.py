@@ -24,6 +24,7 @@ from gptlib.viz import (
     attention_grid,
     attention_heatmap,
     attention_layouts_figure,
+    head_scores_figure,
     head_view,
     layout_matrix,
     show_token,
@@ -89,6 +90,16 @@ def test_wrong_number_of_tokens_is_a_clear_error() -> None:
         attention_grid(attentions, tokens[:-1])
     with pytest.raises(ValueError, match="got 19 tokens"):
         head_view(attentions, tokens[:-1])
+
+
+def test_head_scores_figure_writes_every_score_in_its_cell() -> None:
+    scores = torch.tensor([[0.1, 0.25, 0.9], [0.0, 0.5, 1.0]])
+    fig = head_scores_figure({"trained": scores, "untrained": scores / 10})
+    assert len(_images(fig)) == 2
+    texts = [t.get_text() for t in _images(fig)[0].texts]
+    assert texts == ["0.10", "0.25", "0.90", "0.00", "0.50", "1.00"]
+    with pytest.raises(ValueError, match="n_layer, n_head"):
+        head_scores_figure(torch.zeros(3))
 
 
 def test_layouts_figure_has_one_panel_per_layout() -> None:
