@@ -201,6 +201,8 @@ class BPETokenizer:
         ``pattern`` is ``"gpt2"``, ``"gpt4"`` (the pre-split regex of those tokenizers) or
         ``None`` (no pre-split, only sensible for small texts).
         """
+        if isinstance(special_tokens, str):  # one token given on its own, not its characters
+            special_tokens = [special_tokens]
         special = list(dict.fromkeys(special_tokens))
         if vocab_size < 256 + len(special):
             raise ValueError(
@@ -291,6 +293,8 @@ class BPETokenizer:
         those strings into their ids; any other special-token string in ``text`` is an error,
         because text from users should not be able to inject control tokens.
         """
+        if isinstance(allowed_special, str) and allowed_special != "all":
+            allowed_special = {allowed_special}
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - self.special_tokens.keys()
         if unknown:

@@ -140,6 +140,9 @@ def test_train_checks_its_arguments() -> None:
     with pytest.warns(UserWarning, match="only allowed"):
         tok = BPETokenizer.train("abcabc", 1000)
     assert tok.vocab_size < 1000
+    with pytest.warns(UserWarning):
+        tok = BPETokenizer.train("abcabc", 300, special_tokens="<|sep|>")
+    assert list(tok.special_tokens) == ["<|sep|>"]
 
 
 def test_vocab_size_counts_bytes_merges_and_special_tokens(tokenizer: BPETokenizer) -> None:
@@ -190,6 +193,7 @@ def test_special_tokens_refused_by_default_and_encoded_when_allowed(
     ids = tokenizer.encode(text, allowed_special="all")
     assert ids.count(eot) == 1
     assert ids == tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    assert ids == tokenizer.encode(text, allowed_special="<|endoftext|>")
     assert ids == fast.encode(text, allowed_special="all")
     assert tokenizer.decode(ids) == text
     assert eot not in tokenizer.encode_ordinary(text)
