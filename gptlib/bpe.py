@@ -385,9 +385,11 @@ class BPETokenizer:
                 f"{path} is not a BPETokenizer file (no 'format': {_FORMAT!r}); "
                 "write one with BPETokenizer.save(path)."
             )
-        return cls(
-            [tuple(pair) for pair in state["merges"]], state["pattern"], state["special_tokens"]
-        )
+        try:
+            merges = [(int(left), int(right)) for left, right in state["merges"]]
+            return cls(merges, state["pattern"], state["special_tokens"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path} is a damaged BPETokenizer file: {exc}") from exc
 
     def __repr__(self) -> str:
         return (

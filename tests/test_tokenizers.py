@@ -224,6 +224,9 @@ def test_save_load_round_trip(tokenizer: BPETokenizer, tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("not json")
     with pytest.raises(ValueError, match="not a JSON"):
         BPETokenizer.load(tmp_path / "bad.json")
+    (tmp_path / "damaged.json").write_text('{"format": "gptlib-byte-level-bpe", "merges": [[1]]}')
+    with pytest.raises(ValueError, match="damaged"):
+        BPETokenizer.load(tmp_path / "damaged.json")
 
 
 def test_corrupt_merges_are_refused() -> None:
