@@ -1,8 +1,9 @@
 """Causal self-attention: multi-head, multi-query and grouped-query; dense, local-window and
 strided-sparse layouts; rotary or ALiBi positions; a key/value cache for generation.
 
-Taught in notebooks/04_attention.ipynb (the mechanism), 05_positional_encodings.ipynb
-(rotary, ALiBi), 10_neo_j_neox.ipynb (local windows) and 14_inference.ipynb (the cache).
+Taught in notebooks/04_attention.ipynb (the mechanism, MQA/GQA, the cache) and
+notebooks/05_positional_encodings.ipynb (rotary, ALiBi); the layouts are drawn in
+notebooks/15_attention_maps.ipynb.
 """
 
 from __future__ import annotations
@@ -145,7 +146,10 @@ class CausalSelfAttention(nn.Module):
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
 
-        simple_causal = self.layout == "dense" and self.alibi_slopes is None and k.size(2) == T
+        # Plain causal attention needs no mask tensor: without cached keys SDPA's is_causal
+        # masks the future, and one new token may attend to every cached key.
+        simple_causal = self.layout == "dense" and self.alibi_slopes is None
+        simple_causal = simple_causal and (k.size(2) == T or T == 1)
         bias = None
         if not simple_causal:
             allowed = attention_mask(
@@ -162,7 +166,13 @@ class CausalSelfAttention(nn.Module):
         else:
             weights = None
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=bias is None, scale=self.scale
+                q,
+                k,
+                v,
+                attn_mask=bias,
+                dropout_p=dropout,
+                is_causal=bias is None and T > 1,
+                scale=self.scale,
             )
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.out_proj(y), weights

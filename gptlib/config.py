@@ -1,7 +1,7 @@
 """GPTConfig: every GPT variant in the book as one dataclass of switches, plus named presets.
 
-Taught in notebooks/01_history.ipynb (the presets) and in every variant chapter (07–13),
-which use `GPTConfig.diff` to show what changes from one model to the next.
+Taught in notebooks/01_history.ipynb (the presets); the variant chapters use `GPTConfig.diff`
+to show what changes from one model to the next.
 Figures and their sources: ../shared/reference/gpt_family.md (quoted in each preset's comment).
 """
 
@@ -235,11 +235,12 @@ _GPT2 = dict(
 
 # Each preset is the smallest published size of the family, unless a comment says otherwise.
 PRESETS: dict[str, dict[str, Any]] = {
-    # GPT-1: post-LN, no final LN, exact GELU, N(0, 0.02) init, 512 context, 40,478-entry
-    # vocabulary [Radford et al. 2018 §4.1; HF configuration_openai.py].
+    # GPT-1: post-LN, no final LN, N(0, 0.02) init, 512 context, 40,478-entry vocabulary
+    # [Radford et al. 2018 §4.1; HF configuration_openai.py]. Its GELU is the tanh approximation
+    # (`gelu` in openai/finetune-transformer-lm train.py; transformers maps afn="gelu" to it too).
     "gpt1": dict(
         _GPT2, vocab_size=40478, block_size=512, norm_placement="post", final_norm=False,
-        activation="gelu", init="normal",
+        activation="gelu_tanh", init="normal",
     ),
     # GPT-2 small, "124M": pre-LN, final LN, tanh GELU, residual init 0.02/sqrt(2L)
     # [Radford et al. 2019 §2.3; openai/gpt-2 model_card.md].

@@ -1,8 +1,7 @@
 """The transformer block's parts: LayerNorm / RMSNorm, the feed-forward network (GELU, ReLU,
 SwiGLU, mixture of experts), and `Block`, which wires them post-LN, pre-LN or in parallel.
 
-Taught in notebooks/06_transformer_block.ipynb; the variants in 10_neo_j_neox.ipynb and
-13_gpt4_era.ipynb.
+Taught in notebooks/06_transformer_block.ipynb.
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ NORMS = {
 }
 
 ACTIVATIONS = {
-    "gelu": lambda: nn.GELU(),  # exact, with erf (GPT-1)
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # GPT-2's tanh approximation
+    "gelu": lambda: nn.GELU(),  # exact, with erf (transformers' GPT-NeoX default)
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # GPT-1's and GPT-2's tanh approximation
     "relu": lambda: nn.ReLU(),  # the original Transformer
     "silu": lambda: nn.SiLU(),  # inside SwiGLU
 }
