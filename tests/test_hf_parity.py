@@ -1,0 +1,268 @@
+"""Each family loaded by GPT.from_pretrained computes what Hugging Face transformers computes.
+
+For every supported model_type a tiny transformers model gets random weights (norm gains and
+biases too, so a swapped or misplaced tensor cannot hide), is saved with save_pretrained to a
+temporary folder, and is loaded into gptlib. Logits must agree within 1e-4 (float32) on the
+fast path and on the explicit path that returns attention weights, the attention weights
+must agree with transformers' own, and greedy decoding with our KV cache must produce the
+tokens transformers' generate produces. Cases include the variations that break ports: a
+local window shorter than the sequence, partial rotary, several query heads per key/value
+head, a sliding window shorter than the sequence, top-2 mixture of experts, and an MLP width
+that is not 4·d.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from gptlib import GPT  # noqa: E402
+from gptlib.hf import hf_config_to_gpt, load_hf_checkpoint, resolve_checkpoint  # noqa: E402
+
+VOCAB, SEQ, NEW_TOKENS, TOLERANCE = 128, 24, 10, 1e-4
+
+
+def _case(config_class: str, model_class: str, **fields):
+    return config_class, model_class, fields
+
+
+CASES = {
+    "gpt1-post-ln": _case(
+        "OpenAIGPTConfig", "OpenAIGPTLMHeadModel", n_positions=64, n_embd=48, n_layer=2, n_head=4
+    ),
+    "gpt2-mlp-not-4d": _case(
+        "GPT2Config", "GPT2LMHeadModel", n_positions=64, n_embd=48, n_layer=2, n_head=4, n_inner=80
+    ),
+    "gpt-neo-window-shorter-than-sequence": _case(
+        "GPTNeoConfig", "GPTNeoForCausalLM", max_position_embeddings=64, hidden_size=48,
+        num_layers=3, num_heads=4, window_size=8,
+        attention_types=[[["global", "local"], 1], [["local"], 1]],
+    ),
+    "gpt-j-partial-interleaved-rotary": _case(
+        "GPTJConfig", "GPTJForCausalLM", n_positions=64, n_embd=64, n_layer=2, n_head=4,
+        rotary_dim=6,
+    ),
+    "gpt-neox-parallel-quarter-rotary": _case(
+        "GPTNeoXConfig", "GPTNeoXForCausalLM", max_position_embeddings=64, hidden_size=64,
+        num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, rotary_pct=0.25,
+    ),
+    "gpt-neox-serial-no-bias": _case(
+        "GPTNeoXConfig", "GPTNeoXForCausalLM", max_position_embeddings=64, hidden_size=64,
+        num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, rotary_pct=0.5,
+        use_parallel_residual=False, attention_bias=False, hidden_act="gelu_fast",
+    ),
+    "llama-gqa": _case(
+        "LlamaConfig", "LlamaForCausalLM", max_position_embeddings=64, hidden_size=64,
+        num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, intermediate_size=88,
+        rope_theta=500.0,
+    ),
+    "llama-biases-tied": _case(
+        "LlamaConfig", "LlamaForCausalLM", max_position_embeddings=64, hidden_size=48,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, intermediate_size=64,
+        attention_bias=True, mlp_bias=True, tie_word_embeddings=True,
+    ),
+    "mistral-sliding-window-shorter-than-sequence": _case(
+        "MistralConfig", "MistralForCausalLM", max_position_embeddings=64, hidden_size=64,
+        num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, intermediate_size=96,
+        sliding_window=8,
+    ),
+    "mixtral-top2-of-4-experts": _case(
+        "MixtralConfig", "MixtralForCausalLM", max_position_embeddings=64, hidden_size=48,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+        num_local_experts=4, num_experts_per_tok=2,
+    ),
+    "mixtral-sliding-window": _case(
+        "MixtralConfig", "MixtralForCausalLM", max_position_embeddings=64, hidden_size=48,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+        num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
+    ),
+}  # fmt: skip
+
+
+def _randomise(model: torch.nn.Module) -> None:
+    """Weights of unit-scale activations, gains near 1 and non-zero biases, all random."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]))
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            else:
+                p.normal_(1.0, 0.1)
+
+
+def _hf_model(name: str) -> torch.nn.Module:
+    config_class, model_class, fields = CASES[name]
+    config = getattr(transformers, config_class)(vocab_size=VOCAB, **fields)
+    config._attn_implementation = "eager"  # the implementation that returns attention weights
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(config)
+    _randomise(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """For every case: (transformers model, the same weights loaded through gptlib)."""
+    loaded = {}
+    for name in CASES:
+        hf = _hf_model(name)
+        folder = tmp_path_factory.mktemp(name)
+        hf.save_pretrained(folder)
+        loaded[name] = (hf, GPT.from_pretrained(folder))
+    return loaded
+
+
+def _tokens(batch: int = 2, length: int = SEQ) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_logits_and_attention_match_transformers(pairs: dict, name: str) -> None:
+    hf, ours = pairs[name]
+    idx = _tokens()
+    with torch.no_grad():
+        expected = hf(idx, output_attentions=True)
+        fast = ours(idx).logits
+        explicit = ours(idx, return_attention=True)
+    assert expected.logits.abs().max() > 1.0  # random weights give logits worth comparing
+    assert (fast - expected.logits).abs().max() < TOLERANCE
+    assert (explicit.logits - expected.logits).abs().max() < TOLERANCE
+    for layer, (mine, theirs) in enumerate(
+        zip(explicit.attentions, expected.attentions, strict=True)
+    ):
+        assert mine.shape == theirs.shape, f"layer {layer}"
+        assert (mine - theirs).abs().max() < TOLERANCE, f"layer {layer}"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_greedy_continuation_with_kv_cache_matches_generate(pairs: dict, name: str) -> None:
+    hf, ours = pairs[name]
+    prompt = _tokens(batch=1)
+    expected = hf.generate(
+        prompt, do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+        pad_token_id=0, eos_token_id=None,
+    )  # fmt: skip
+    got = ours.generate(prompt, max_new_tokens=NEW_TOKENS, temperature=0.0, use_cache=True)
+    assert got.tolist() == expected.tolist()
+
+
+def test_configs_map_onto_the_family_presets(pairs: dict) -> None:
+    neo = pairs["gpt-neo-window-shorter-than-sequence"][1].config
+    assert neo.attention_pattern == ("dense", "local", "local") and neo.window_size == 8
+    assert not neo.attention_scale and not neo.qkv_bias
+    gptj = pairs["gpt-j-partial-interleaved-rotary"][1].config
+    assert (gptj.rotary_dim, gptj.rotary_pairing, gptj.shared_norm) == (6, "interleaved", True)
+    serial = pairs["gpt-neox-serial-no-bias"][1].config
+    assert (serial.norm_placement, serial.rotary_dim, serial.qkv_bias) == ("pre", 8, False)
+    llama = pairs["llama-gqa"][1].config
+    assert (llama.n_head, llama.n_kv_head, llama.d_ff, llama.rotary_base) == (8, 2, 88, 500.0)
+    tied = pairs["llama-biases-tied"][1]
+    assert tied.lm_head.weight is tied.tok_emb.weight
+    mistral = pairs["mistral-sliding-window-shorter-than-sequence"][1].config
+    assert (mistral.attention_pattern, mistral.window_size) == (("local",), 8)
+    mixtral = pairs["mixtral-top2-of-4-experts"][1].config
+    assert (mixtral.mlp, mixtral.n_experts, mixtral.n_experts_per_token) == ("moe", 4, 2)
+    gpt1 = pairs["gpt1-post-ln"][1].config
+    assert (gpt1.norm_placement, gpt1.final_norm, gpt1.tie_embeddings) == ("post", False, True)
+
+
+def test_sliding_window_bounds_the_kv_cache(pairs: dict) -> None:
+    from gptlib.attention import KVCache
+
+    model = pairs["mistral-sliding-window-shorter-than-sequence"][1]
+    cache = KVCache(model.config.n_layer)
+    with torch.no_grad():
+        model(_tokens(batch=1, length=20), kv_cache=cache)
+    assert all(layer.k.size(2) == 8 for layer in cache.layers)
+    assert cache.layers[0].k.size(1) == model.config.n_kv_head  # GQA caches only the kv heads
+
+
+# ------------------------------------------------------------------------------ file formats
+def test_pytorch_model_bin_and_a_base_model_without_prefix_load(tmp_path: Path) -> None:
+    hf = _hf_model("gpt2-mlp-not-4d")
+    base = hf.transformer  # GPT2Model: tensor names without "transformer."
+    base.save_pretrained(tmp_path)
+    state = {name: t.contiguous() for name, t in base.state_dict().items()}
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    ours = GPT.from_pretrained(tmp_path)
+    idx = _tokens()
+    with torch.no_grad():
+        assert (ours(idx).logits - hf(idx).logits).abs().max() < TOLERANCE
+
+
+def test_dtype_argument_converts_the_model(tmp_path: Path) -> None:
+    _hf_model("llama-gqa").save_pretrained(tmp_path)
+    model = load_hf_checkpoint(tmp_path, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+# ------------------------------------------------------------------------------ errors
+@pytest.fixture()
+def gpt2_folder(tmp_path: Path) -> Path:
+    _hf_model("gpt2-mlp-not-4d").save_pretrained(tmp_path)
+    return tmp_path
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_unsupported_model_type_is_named(gpt2_folder: Path) -> None:
+    _edit_config(gpt2_folder, model_type="bert")
+    with pytest.raises(ValueError, match="model_type 'bert' is not supported.*gpt2"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+def test_shape_mismatch_names_the_tensor(gpt2_folder: Path) -> None:
+    _edit_config(gpt2_folder, n_inner=96)
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.fc_in\.weight the shape \(80, 48\)"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+def test_missing_and_unused_tensors_are_named(gpt2_folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(gpt2_folder / "model.safetensors")
+    extra = dict(state, **{"transformer.h.0.attn.c_attn.lora": torch.zeros(2)})
+    save_file(extra, gpt2_folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"does not use: \['transformer\.h\.0\.attn\.c_attn\.lora"):
+        GPT.from_pretrained(gpt2_folder)
+    del state["transformer.h.1.ln_2.bias"]
+    save_file(state, gpt2_folder / "model.safetensors")
+    with pytest.raises(KeyError, match=r"no tensor 'transformer\.h\.1\.ln_2\.bias'"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+def test_missing_files_are_named(gpt2_folder: Path) -> None:
+    (gpt2_folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors or pytorch_model.bin"):
+        GPT.from_pretrained(gpt2_folder)
+    (gpt2_folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+def test_unknown_activation_and_rope_scaling_are_named() -> None:
+    gpt2 = transformers.GPT2Config(activation_function="quick_gelu").to_dict()
+    with pytest.raises(ValueError, match="activation_function='quick_gelu'"):
+        hf_config_to_gpt(gpt2)
+    llama = transformers.LlamaConfig(
+        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}
+    ).to_dict()
+    with pytest.raises(ValueError, match="RoPE scaling 'linear'"):
+        hf_config_to_gpt(llama)
+
+
+def test_an_unreachable_hub_id_says_how_to_use_a_local_folder() -> None:
+    with pytest.raises(FileNotFoundError, match="pass a local folder"):
+        resolve_checkpoint("gptlib-tests/no-such-model", local_files_only=True)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        GPT.from_pretrained("./no/such/folder/")
