@@ -284,8 +284,12 @@ def attention_explorer(
 class HeadView:
     """A self-contained interactive attention view; Jupyter shows it through `_repr_html_`."""
 
-    def __init__(self, html_text: str) -> None:
+    def __init__(self, html_text: str, summary: str = "") -> None:
         self.html = html_text
+        self.summary = summary
+
+    def __repr__(self) -> str:
+        return f"HeadView({self.summary}{', ' if self.summary else ''}{len(self)} bytes of HTML)"
 
     def _repr_html_(self) -> str:
         return self.html
@@ -325,11 +329,12 @@ function weight(layer, head, q, k) {
 }
 function paint(q) {
   current = q;
-  var layer = +layerSel.value, head = +headSel.value;
+  var layer = +layerSel.value, head = +headSel.value, row = [], top = 0;
+  for (var k = 0; k <= q; k++) { row.push(weight(layer, head, q, k)); top = Math.max(top, row[k]); }
   for (var k = 0; k < n; k++) {
-    var w = k <= q ? weight(layer, head, q, k) : 0, s = spans[k].style;
-    s.background = w > 0 ? "rgba(31, 119, 180, " + w.toFixed(3) + ")" : "";
-    s.color = w > 0.55 ? "white" : "";
+    var w = k <= q ? row[k] : 0, shade = top > 0 ? w / top : 0, s = spans[k].style;
+    s.background = w > 0 ? "rgba(31, 119, 180, " + shade.toFixed(3) + ")" : "";
+    s.color = shade > 0.55 ? "white" : "";
     spans[k].title = k <= q ? "attention from the outlined token: " + w.toFixed(3) : "";
     spans[k].classList.toggle("gptlib-hv-on", k === q);
   }
@@ -372,7 +377,10 @@ def head_view(
     weights, labels = weights[:, :, T - shown :, T - shown :], labels[T - shown :]
     rows, cols = np.tril_indices(shown)  # causal maps: only the lower triangle can be nonzero
     levels = np.clip(np.rint(weights[:, :, rows, cols] * 255), 0, 255).astype(np.uint8)
-    note = f"{shown} tokens, {n_layer} layers x {n_head} heads; hover a token to see what it attends to."
+    note = (
+        f"{shown} tokens, {n_layer} layers x {n_head} heads. Hover a token to see what it attends "
+        "to: the most attended token is darkest; hover any token to read its weight."
+    )
     if shown < T:
         note = (
             f"The last {shown} of {T} tokens (max_tokens={max_tokens}); their attention to the "
@@ -398,7 +406,8 @@ def head_view(
         f'<script type="application/json" class="gptlib-hv-data">{payload}</script>'
         f"<script>(function (root) {{{_SCRIPT}}})(document.currentScript ? "
         f'document.currentScript.parentElement : document.getElementById("{view_id}"));</script>'
-        "</div>"
+        "</div>",
+        f"{shown} tokens, {n_layer} layers x {n_head} heads",
     )
 
 
