@@ -267,11 +267,25 @@ def test_parallel_block_adds_both_branches_to_the_same_input() -> None:
 def test_parallel_block_with_a_shared_norm_really_shares_it() -> None:
     shared = make_block(norm_placement="parallel", shared_norm=True)
     separate = make_block(norm_placement="parallel")
-    assert shared.ln_2 is None  # one norm, stored once (safetensors refuses shared tensors)
+    norms = [m for m in shared.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 1  # GPT-J stores one LayerNorm per block
     assert n_params(separate) - n_params(shared) == 2 * 32  # one LayerNorm's gain and bias
     x = torch.randn(2, 7, 32)
     h = shared.ln_1(x)
     torch.testing.assert_close(run(shared, x), x + attention(shared, h) + shared.mlp(h))
+    # The one norm is computed once per forward pass, and both branches read its output.
+    calls = []
+    handle = shared.ln_1.register_forward_hook(lambda module, args, out: calls.append(out))
+    run(shared, x).sum().backward()
+    handle.remove()
+    assert len(calls) == 1
+    # Its gain receives gradient from both branches: silencing one branch changes that gradient.
+    both = shared.ln_1.weight.grad.clone()
+    shared.zero_grad()
+    with torch.no_grad():
+        shared.mlp.fc_out.weight.zero_()
+    run(shared, x).sum().backward()
+    assert not torch.allclose(shared.ln_1.weight.grad, both)
 
 
 @pytest.mark.parametrize("placement", ["post", "pre", "parallel"])
