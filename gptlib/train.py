@@ -52,6 +52,7 @@ class TrainConfig:
     eval_interval: int = 100  # evaluate every this many steps (and after the last one)
     eval_batches: int = 10  # fixed batches averaged by each evaluation
     checkpoint_interval: int | None = None  # None: save whenever we evaluate (needs out_dir)
+    repeat_fraction: float = 0.0  # share of training windows that repeat a passage (see below)
     seed: int = 0
     device: str = "cpu"
 
@@ -83,6 +84,8 @@ class TrainConfig:
             raise ValueError(
                 f"need 0 <= min_lr <= lr and lr > 0; got lr={self.lr}, min_lr={self.min_lr}"
             )
+        if not 0.0 <= self.repeat_fraction <= 1.0:
+            raise ValueError(f"repeat_fraction must be in [0, 1], got {self.repeat_fraction}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
 
@@ -147,6 +150,31 @@ def lr_at(step: int, config: TrainConfig) -> float:
         1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
     )
     return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
+
+
+def repeat_passages(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace a random share of the windows by a passage of their own text said twice or more.
+
+    Used to train data/checkpoints/char_python_docs for chapter 15. A window of T tokens whose
+    first L tokens (T/4 <= L <= T/2) repeat gives a model a lot to gain from copying: once a
+    passage recurs, each next token is the one that followed its earlier occurrence. Real text
+    holds such repeats too, but a small model on a CPU budget sees too few of them for
+    induction heads (Olsson et al. 2022) to form; these windows give it enough. Validation
+    windows are never changed.
+    """
+    if fraction == 0.0:
+        return x, y
+    B, T = x.shape
+    chosen = torch.rand(B, generator=generator) < fraction
+    lengths = torch.randint(max(2, T // 4), max(3, T // 2 + 1), (B,), generator=generator)
+    x, y = x.clone(), y.clone()
+    for row in chosen.nonzero().flatten().tolist():
+        text = torch.cat([x[row], y[row, -1:]])[: lengths[row]]
+        repeated = text.repeat(math.ceil((T + 1) / len(text)))[: T + 1]
+        x[row], y[row] = repeated[:-1], repeated[1:]
+    return x, y
 
 
 @torch.no_grad()
@@ -294,6 +322,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = get_batch(train_data, config.batch_size, block_size, generator, device)
+            x, y = repeat_passages(x, y, config.repeat_fraction, generator)
             loss = model(x, targets=y).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -340,7 +369,7 @@ def load_checkpoint(
 ) -> tuple[GPT, Any, History]:
     """Load a checkpoint folder written by `train`: (model in eval mode, tokenizer or None, history).
 
-    Taught in notebooks/02_first_gpt.ipynb; notebooks/15_attention_maps.ipynb uses it too.
+    Taught in notebooks/02_first_gpt.ipynb; chapter 15 (attention maps) uses it too.
     """
     path = Path(path)
     if not path.is_dir():

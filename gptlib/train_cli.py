@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-interval", type=int, default=defaults.eval_interval)
     p.add_argument("--eval-batches", type=int, default=defaults.eval_batches)
     p.add_argument("--checkpoint-interval", type=int, help="default: every evaluation")
+    p.add_argument(
+        "--repeat-fraction",
+        type=float,
+        default=0.0,
+        help="share of training windows that repeat a passage (makes induction heads form)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps ...")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy machine)")
@@ -110,6 +116,7 @@ def run(argv: Sequence[str] | None = None) -> History:
             eval_batches=args.eval_batches,
             checkpoint_interval=args.checkpoint_interval,
             seed=args.seed,
+            repeat_fraction=args.repeat_fraction,
             device=args.device,
         )
         torch.manual_seed(args.seed)

@@ -315,3 +315,29 @@ def test_python_dash_m_gptlib_train_runs(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "final val loss" in result.stdout
     assert "step 3: train loss" in result.stdout + result.stderr
+
+
+def test_repeat_passages_repeats_a_prefix_of_the_window_in_the_chosen_rows() -> None:
+    x = torch.arange(200).view(10, 20)
+    y = x + 1
+    generator = torch.Generator().manual_seed(0)
+    new_x, new_y = train_module.repeat_passages(x, y, 0.5, generator)
+    assert torch.equal(new_x[:, 1:], new_y[:, :-1])  # targets are still the next tokens
+    changed = [row for row in range(10) if not torch.equal(new_x[row], x[row])]
+    assert 0 < len(changed) < 10
+    for row in changed:
+        period = next(p for p in range(5, 11) if torch.equal(new_x[row, p:], new_x[row, :-p]))
+        assert torch.equal(new_x[row, :period], x[row, :period])
+    assert train_module.repeat_passages(x, y, 0.0, generator)[0] is x
+
+
+def test_repeat_fraction_is_validated_and_keeps_runs_reproducible(corpus) -> None:
+    with pytest.raises(ValueError, match="repeat_fraction"):
+        TrainConfig(repeat_fraction=1.5)
+    tokenizer, train_ids, val_ids = corpus
+    runs = []
+    for _ in range(2):
+        model = tiny_model(tokenizer.vocab_size)
+        runs.append(train(model, train_ids, val_ids, tiny_config(max_steps=5, repeat_fraction=0.5),
+                          progress=False).train_loss)  # fmt: skip
+    assert runs[0] == runs[1]
