@@ -82,10 +82,13 @@ def repeated_random_tokens(
     batch: int = 8,
     n_repeats: int = 2,
     generator: torch.Generator | None = None,
+    candidates: Sequence[int] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A (batch, n_repeats * seq_len) tensor: seq_len uniform random ids, repeated n_repeats times.
 
     Nothing in a row predicts its first copy; every later copy is predictable from the first.
+    `candidates` restricts the draw to some ids (e.g. the letters of a character vocabulary,
+    whose rare symbols a small model has barely seen).
     """
     for name, value in (("vocab_size", vocab_size), ("batch", batch)):
         if value < 1:
@@ -95,8 +98,15 @@ def repeated_random_tokens(
             f"need seq_len >= 2 and n_repeats >= 2 to repeat a pattern, got seq_len={seq_len}, "
             f"n_repeats={n_repeats}"
         )
-    first = torch.randint(0, vocab_size, (batch, seq_len), generator=generator)
-    return first.repeat(1, n_repeats)
+    if candidates is None:
+        return torch.randint(0, vocab_size, (batch, seq_len), generator=generator).repeat(
+            1, n_repeats
+        )
+    pool = torch.as_tensor(candidates, dtype=torch.long).flatten()
+    if len(pool) == 0 or pool.min() < 0 or pool.max() >= vocab_size:
+        raise ValueError(f"candidates must be a non-empty list of ids in [0, {vocab_size})")
+    picks = torch.randint(0, len(pool), (batch, seq_len), generator=generator)
+    return pool[picks].repeat(1, n_repeats)
 
 
 def _check_fits(model: GPT, length: int) -> None:
@@ -115,17 +125,18 @@ def induction_scores(
     n_repeats: int = 2,
     generator: torch.Generator | None = None,
     tokens: torch.Tensor | None = None,
+    candidates: Sequence[int] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each head's induction score on repeated random tokens: an (n_layer, n_head) tensor.
 
     The score is the mean attention from a token in a later copy to the token that followed
     its previous occurrence, key position q - seq_len + 1, averaged over those queries and the
     batch. Pass `tokens` (from `repeated_random_tokens`) to score a fixed batch; otherwise one
-    is drawn with `generator`.
+    is drawn with `generator` (from `candidates` only, if given).
     """
     if tokens is None:
         tokens = repeated_random_tokens(
-            model.config.vocab_size, seq_len, batch, n_repeats, generator
+            model.config.vocab_size, seq_len, batch, n_repeats, generator, candidates
         )
     if tokens.dim() != 2 or tokens.size(1) < 2 * seq_len:
         raise ValueError(
