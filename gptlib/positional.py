@@ -60,6 +60,10 @@ class Rotary(nn.Module):
         super().__init__()
         if rotary_dim % 2:
             raise ValueError(f"rotary_dim must be even, got {rotary_dim}")
+        if pairing not in ("half", "interleaved"):
+            raise ValueError(
+                f"pairing={pairing!r} is unknown; use 'half' (GPT-NeoX, Llama) or 'interleaved' (GPT-J)"
+            )
         self.rotary_dim = rotary_dim
         self.pairing = pairing
         inv_freq = 1.0 / base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim)

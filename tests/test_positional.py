@@ -1,0 +1,204 @@
+"""gptlib.positional against the formulas of notebooks/05_positional_encodings.ipynb."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gptlib import GPT, GPTConfig
+from gptlib.positional import (
+    LearnedPositions,
+    Rotary,
+    SinusoidalPositions,
+    alibi_bias,
+    alibi_slopes,
+    sinusoidal_table,
+)
+
+
+def rotate_pairs(x, positions, pairs, base=10000.0):
+    """Reference rotary: turn each pair (a, b) of dims of x by position · base^(-2i/d)."""
+    d = 2 * len(pairs)
+    out = x.clone()
+    for i, (a, b) in enumerate(pairs):
+        angle = positions.double() * base ** (-2 * i / d)
+        cos, sin = angle.cos().float()[:, None], angle.sin().float()[:, None]
+        xa, xb = x[..., a : a + 1], x[..., b : b + 1]
+        out[..., a : a + 1] = xa * cos - xb * sin
+        out[..., b : b + 1] = xa * sin + xb * cos
+    return out
+
+
+def interleaved_pairs(d):
+    return [(2 * i, 2 * i + 1) for i in range(d // 2)]
+
+
+def half_pairs(d):
+    return [(i, i + d // 2) for i in range(d // 2)]
+
+
+# ---------------------------------------------------------------------- learned
+def test_learned_positions_are_a_trainable_table():
+    table = LearnedPositions(16, 8)
+    assert table.weight.shape == (16, 8) and table.weight.requires_grad
+    with torch.no_grad():
+        table.weight.copy_(torch.arange(16.0)[:, None].expand(16, 8))
+    assert torch.equal(table(torch.tensor([3, 0]))[:, 0], torch.tensor([3.0, 0.0]))
+    with pytest.raises(IndexError):
+        table(torch.tensor([16]))
+
+
+# ---------------------------------------------------------------------- sinusoidal
+@pytest.mark.parametrize("n_embd", [8, 5])
+def test_sinusoidal_table_is_the_transformer_formula(n_embd):
+    table = sinusoidal_table(torch.arange(50), n_embd)
+    assert table.shape == (50, n_embd)
+    for p in (0, 1, 17, 49):
+        for dim in range(n_embd):
+            angle = p / 10000 ** ((dim - dim % 2) / n_embd)
+            expected = math.sin(angle) if dim % 2 == 0 else math.cos(angle)
+            assert table[p, dim].item() == pytest.approx(expected, abs=1e-5)
+    torch.testing.assert_close(SinusoidalPositions(n_embd)(torch.arange(50)), table)
+
+
+def test_sinusoidal_dot_products_depend_only_on_the_offset():
+    table = sinusoidal_table(torch.arange(200), 32)
+    dots = table @ table.T
+    for offset in (0, 1, 7, 60):
+        diagonal = dots.diagonal(offset)
+        torch.testing.assert_close(diagonal, diagonal[:1].expand_as(diagonal), atol=1e-4, rtol=0)
+
+
+def test_sinusoidal_positions_exist_beyond_any_block_size():
+    far = sinusoidal_table(torch.tensor([5000]), 16)
+    assert far.shape == (1, 16) and torch.isfinite(far).all()
+
+
+# ---------------------------------------------------------------------- rotary
+@pytest.mark.parametrize(
+    ("pairing", "pairs"), [("interleaved", interleaved_pairs), ("half", half_pairs)]
+)
+def test_rotary_rotates_the_documented_pairs(pairing, pairs):
+    rotary = Rotary(12, pairing=pairing)
+    q, k = torch.randn(2, 2, 3, 9, 12).unbind(0)
+    positions = torch.arange(4, 13)
+    q_rot, k_rot = rotary(q, k, positions)
+    torch.testing.assert_close(q_rot, rotate_pairs(q, positions, pairs(12)))
+    torch.testing.assert_close(k_rot, rotate_pairs(k, positions, pairs(12)))
+
+
+def test_rotary_at_position_zero_is_the_identity_and_keeps_lengths():
+    rotary = Rotary(16)
+    x = torch.randn(1, 1, 5, 16)
+    q0, _ = rotary(x[:, :, :1], x[:, :, :1], torch.tensor([0]))
+    torch.testing.assert_close(q0, x[:, :, :1])
+    q, _ = rotary(x, x, torch.arange(100, 105))
+    torch.testing.assert_close(q.norm(dim=-1), x.norm(dim=-1))
+
+
+@given(
+    m=st.integers(0, 2000),
+    n=st.integers(0, 2000),
+    shift=st.integers(0, 2000),
+    pairing=st.sampled_from(["half", "interleaved"]),
+)
+def test_rotary_scores_depend_only_on_the_offset(m, n, shift, pairing):
+    rotary = Rotary(8, pairing=pairing)
+    gen = torch.Generator().manual_seed(m + 7 * n)
+    q, k = torch.randn(2, 1, 1, 1, 8, generator=gen).unbind(0)
+
+    def score(a, b):
+        q_a, _ = rotary(q, q, torch.tensor([a]))
+        _, k_b = rotary(k, k, torch.tensor([b]))
+        return (q_a * k_b).sum().item()
+
+    assert score(m + shift, n + shift) == pytest.approx(score(m, n), abs=2e-4)
+
+
+def test_interleaved_and_half_pairings_are_one_rotation_up_to_a_permutation():
+    d = 16
+    perm = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
+    q, k = torch.randn(2, 2, 4, 10, d).unbind(0)
+    positions = torch.arange(10)
+    q_i, k_i = Rotary(d, pairing="interleaved")(q, k, positions)
+    q_h, k_h = Rotary(d, pairing="half")(q[..., perm], k[..., perm], positions)
+    torch.testing.assert_close(q_h, q_i[..., perm])
+    torch.testing.assert_close(q_h @ k_h.transpose(-2, -1), q_i @ k_i.transpose(-2, -1))
+
+
+def test_partial_rotary_passes_the_other_dimensions_through():
+    rotary = Rotary(4, pairing="interleaved")  # GPT-J: rotary_dim < head_dim
+    x = torch.randn(1, 2, 6, 16)
+    q, _ = rotary(x, x, torch.arange(6))
+    assert torch.equal(q[..., 4:], x[..., 4:])
+    torch.testing.assert_close(
+        q[..., :4], rotate_pairs(x[..., :4], torch.arange(6), [(0, 1), (2, 3)])
+    )
+
+
+def test_rotary_keeps_a_low_precision_dtype():
+    q = torch.randn(1, 1, 3, 8, dtype=torch.bfloat16)
+    q_rot, k_rot = Rotary(8)(q, q, torch.arange(3))
+    assert q_rot.dtype == k_rot.dtype == torch.bfloat16
+
+
+def test_rotary_refuses_bad_settings():
+    with pytest.raises(ValueError, match="rotary_dim must be even"):
+        Rotary(7)
+    with pytest.raises(ValueError, match="pairing='neox' is unknown"):
+        Rotary(8, pairing="neox")
+
+
+# ---------------------------------------------------------------------- ALiBi
+def test_alibi_slopes_for_powers_of_two_are_geometric():
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0**-i for i in range(1, 9)]))
+    torch.testing.assert_close(
+        alibi_slopes(16), torch.tensor([2.0 ** (-i / 2) for i in range(1, 17)])
+    )
+    torch.testing.assert_close(alibi_slopes(1), torch.tensor([2.0**-8]))
+
+
+def test_alibi_slopes_for_other_head_counts_interleave_the_next_power():
+    # 12 heads: the 8 slopes of 8 heads, then every other slope of 16 heads (Press et al.).
+    expected = [2.0**-i for i in range(1, 9)] + [2.0**-0.5, 2.0**-1.5, 2.0**-2.5, 2.0**-3.5]
+    torch.testing.assert_close(alibi_slopes(12), torch.tensor(expected))
+    assert alibi_slopes(6).shape == (6,) and alibi_slopes(20).shape == (20,)
+
+
+def test_alibi_bias_is_minus_slope_times_distance():
+    slopes = alibi_slopes(4)
+    q_pos, k_pos = torch.arange(5, 8), torch.arange(8)  # three new queries against a cache
+    bias = alibi_bias(slopes, q_pos, k_pos)
+    assert bias.shape == (4, 3, 8)
+    for h in range(4):
+        for a, i in enumerate(q_pos.tolist()):
+            for j in k_pos.tolist():
+                assert bias[h, a, j].item() == pytest.approx(-slopes[h].item() * (i - j))
+    # Only the distance matters, never where the sequence starts.
+    torch.testing.assert_close(alibi_bias(slopes, q_pos + 100, k_pos + 100), bias)
+
+
+# ---------------------------------------------------------------------- in a model
+@pytest.mark.parametrize("position", ["rotary", "alibi", "sinusoidal", "none"])
+def test_schemes_without_a_table_read_past_block_size(position):
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16, position=position
+    )
+    logits = GPT(config).eval()(torch.randint(11, (1, 20))).logits
+    assert logits.shape == (1, 20, 11) and torch.isfinite(logits).all()
+
+
+def test_without_positions_one_causal_layer_sees_a_bag_of_tokens():
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, position="none"
+    )
+    model = GPT(config).eval()
+    idx = torch.tensor([[1, 2, 3, 4, 5, 6, 9]])
+    shuffled = torch.tensor([[6, 4, 1, 5, 3, 2, 9]])  # same tokens, same last token
+    torch.testing.assert_close(model(idx).logits[0, -1], model(shuffled).logits[0, -1])
+    learned = GPT(GPTConfig(**{**config.to_dict(), "position": "learned"})).eval()
+    assert not torch.allclose(learned(idx).logits[0, -1], learned(shuffled).logits[0, -1])
