@@ -133,6 +133,11 @@ def read_hf_tensors(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+# What to fetch from the hub: config.json plus safetensors weights, else pytorch_model.bin.
+WEIGHT_PATTERNS = (
+    ["config.json", "model.safetensors*"],
+    ["config.json", "pytorch_model.bin*"],
+)
 
 
 def resolve_checkpoint(
@@ -150,30 +155,31 @@ def resolve_checkpoint(
             f"{path_or_id} is not a checkpoint folder; pass the folder that "
             "holds config.json and model.safetensors"
         )
-    errors = []
+    errors: list[str] = []
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         errors.append("huggingface_hub is not installed")
     else:
-        for patterns in (
-            ["config.json", "model.safetensors*"],
-            ["config.json", "pytorch_model.bin*"],
-        ):
-            for offline in (True,) if local_files_only else (True, False):
+        for offline in (True,) if local_files_only else (True, False):  # the cache, then the web
+            for patterns in WEIGHT_PATTERNS:
                 try:
-                    folder = Path(
-                        snapshot_download(
-                            str(path_or_id),
-                            revision=revision,
-                            allow_patterns=patterns,
-                            local_files_only=offline,
-                        )
+                    folder = snapshot_download(
+                        str(path_or_id),
+                        revision=revision,
+                        allow_patterns=patterns,
+                        local_files_only=offline,
                     )
-                    _weight_files(folder)
-                    return folder
-                except Exception as err:  # offline, unknown or gated repo, other weight format
+                except Exception as err:  # not cached; offline; unknown or gated repo
                     errors.append(f"{type(err).__name__}: {str(err).splitlines()[0]}")
+                    if offline:
+                        continue
+                    break  # the network or the repo failed: other file patterns fail alike
+                try:
+                    _weight_files(Path(folder))
+                    return Path(folder)
+                except FileNotFoundError as err:  # the repo stores its weights the other way
+                    errors.append(str(err))
     raise FileNotFoundError(
         f"no local folder {str(path_or_id)!r}, and the Hugging Face hub could not provide it "
         f"({errors[-1]}). Online, a hub id such as 'openai-community/gpt2' works; offline, pass "

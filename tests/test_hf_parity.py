@@ -70,12 +70,7 @@ CASES = {
         num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, intermediate_size=96,
         sliding_window=8,
     ),
-    "mixtral-top2-of-4-experts": _case(
-        "MixtralConfig", "MixtralForCausalLM", max_position_embeddings=64, hidden_size=48,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-        num_local_experts=4, num_experts_per_tok=2,
-    ),
-    "mixtral-sliding-window": _case(
+    "mixtral-top2-of-4-experts-sliding-window": _case(
         "MixtralConfig", "MixtralForCausalLM", max_position_embeddings=64, hidden_size=48,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
         num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
@@ -165,8 +160,9 @@ def test_configs_map_onto_the_family_presets(pairs: dict) -> None:
     assert tied.lm_head.weight is tied.tok_emb.weight
     mistral = pairs["mistral-sliding-window-shorter-than-sequence"][1].config
     assert (mistral.attention_pattern, mistral.window_size) == (("local",), 8)
-    mixtral = pairs["mixtral-top2-of-4-experts"][1].config
+    mixtral = pairs["mixtral-top2-of-4-experts-sliding-window"][1].config
     assert (mixtral.mlp, mixtral.n_experts, mixtral.n_experts_per_token) == ("moe", 4, 2)
+    assert mixtral.window_size == 8
     gpt1 = pairs["gpt1-post-ln"][1].config
     assert (gpt1.norm_placement, gpt1.final_norm, gpt1.tie_embeddings) == ("post", False, True)
 
@@ -266,3 +262,26 @@ def test_an_unreachable_hub_id_says_how_to_use_a_local_folder() -> None:
         resolve_checkpoint("gptlib-tests/no-such-model", local_files_only=True)
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         GPT.from_pretrained("./no/such/folder/")
+
+
+def test_a_hub_id_is_read_from_the_cache_first_then_fetched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    _hf_model("gpt2-mlp-not-4d").save_pretrained(tmp_path)
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, local_files_only=False):
+        calls.append((repo_id, allow_patterns[-1], local_files_only))
+        if local_files_only:  # nothing cached yet
+            raise OSError("not in the cache")
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = GPT.from_pretrained("some-org/some-gpt2")
+    assert model.config.d_ff == 80
+    assert calls == [
+        ("some-org/some-gpt2", "model.safetensors*", True),
+        ("some-org/some-gpt2", "pytorch_model.bin*", True),
+        ("some-org/some-gpt2", "model.safetensors*", False),
+    ]
