@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(flag, type=int, default=default)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--position", help="override the preset's positions: learned, rotary, alibi ...")
     defaults = TrainConfig()
     p.add_argument("--max-steps", type=int, default=defaults.max_steps)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -102,6 +103,7 @@ def run(argv: Sequence[str] | None = None) -> History:
             n_embd=args.n_embd,
             block_size=args.block_size,
             dropout=args.dropout,
+            **({"position": args.position} if args.position else {}),
             vocab_size=tokenizer.vocab_size,
         )
         config = TrainConfig(

@@ -341,3 +341,12 @@ def test_repeat_fraction_is_validated_and_keeps_runs_reproducible(corpus) -> Non
         runs.append(train(model, train_ids, val_ids, tiny_config(max_steps=5, repeat_fraction=0.5),
                           progress=False).train_loss)  # fmt: skip
     assert runs[0] == runs[1]
+
+
+def test_cli_position_overrides_the_preset(tmp_path, capsys) -> None:
+    main(["--out", str(tmp_path / "rot"), "--max-steps", "2", *CLI_TINY, "--position", "rotary"])
+    model, _, _ = load_checkpoint(tmp_path / "rot")
+    assert model.config.position == "rotary" and model.pos_emb is None
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bad"), "--max-steps", "2", *CLI_TINY, "--position", "wavy"])
+    assert "position='wavy' is unknown" in capsys.readouterr().err
