@@ -133,10 +133,11 @@ def read_hf_tensors(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-# What to fetch from the hub: config.json plus safetensors weights, else pytorch_model.bin.
+# What to fetch from the hub: config.json plus safetensors weights (one file, or shards and
+# their index), else the same for pytorch_model.bin.
 WEIGHT_PATTERNS = (
-    ["config.json", "model.safetensors*"],
-    ["config.json", "pytorch_model.bin*"],
+    ["config.json", "model*.safetensors", "model.safetensors.index.json"],
+    ["config.json", "pytorch_model*.bin", "pytorch_model.bin.index.json"],
 )
 
 

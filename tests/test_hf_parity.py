@@ -192,6 +192,15 @@ def test_pytorch_model_bin_and_a_base_model_without_prefix_load(tmp_path: Path) 
         assert (ours(idx).logits - hf(idx).logits).abs().max() < TOLERANCE
 
 
+def test_a_checkpoint_sharded_over_several_files_loads(tmp_path: Path) -> None:
+    hf = _hf_model("llama-gqa")
+    hf.save_pretrained(tmp_path, max_shard_size="40KB")
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    idx = _tokens()
+    with torch.no_grad():
+        assert (GPT.from_pretrained(tmp_path)(idx).logits - hf(idx).logits).abs().max() < TOLERANCE
+
+
 def test_dtype_argument_converts_the_model(tmp_path: Path) -> None:
     _hf_model("llama-gqa").save_pretrained(tmp_path)
     model = load_hf_checkpoint(tmp_path, dtype=torch.bfloat16)
@@ -272,7 +281,7 @@ def test_a_hub_id_is_read_from_the_cache_first_then_fetched(
     calls = []
 
     def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, local_files_only=False):
-        calls.append((repo_id, allow_patterns[-1], local_files_only))
+        calls.append((repo_id, allow_patterns[1], local_files_only))
         if local_files_only:  # nothing cached yet
             raise OSError("not in the cache")
         return str(tmp_path)
@@ -281,7 +290,7 @@ def test_a_hub_id_is_read_from_the_cache_first_then_fetched(
     model = GPT.from_pretrained("some-org/some-gpt2")
     assert model.config.d_ff == 80
     assert calls == [
-        ("some-org/some-gpt2", "model.safetensors*", True),
-        ("some-org/some-gpt2", "pytorch_model.bin*", True),
-        ("some-org/some-gpt2", "model.safetensors*", False),
+        ("some-org/some-gpt2", "model*.safetensors", True),
+        ("some-org/some-gpt2", "pytorch_model*.bin", True),
+        ("some-org/some-gpt2", "model*.safetensors", False),
     ]
