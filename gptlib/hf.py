@@ -199,13 +199,17 @@ def load_hf_checkpoint(
 ) -> GPT:
     """A GPT holding a Hugging Face checkpoint's weights (a folder, or a hub id when online).
 
-    The model comes back in eval mode, in float32 unless `dtype` is given.
+    The model comes back in eval mode, in float32 unless `dtype` is given; `dtype` converts
+    the weights only, so buffers such as rotary frequencies keep float32 precision.
     """
     folder = resolve_checkpoint(path_or_id, revision, local_files_only)
     hf = read_hf_config(folder)
     config = hf_config_to_gpt(hf)
     state = convert_hf_state_dict(read_hf_tensors(folder), config, hf["model_type"])
-    model = GPT(config) if dtype is None else GPT(config).to(dtype)
+    model = GPT(config)
+    if dtype is not None:
+        for param in model.parameters():
+            param.data = param.data.to(dtype)
     for name, ours in model.state_dict().items():
         if state[name].shape != ours.shape:
             raise ValueError(

@@ -205,6 +205,8 @@ def test_dtype_argument_converts_the_model(tmp_path: Path) -> None:
     _hf_model("llama-gqa").save_pretrained(tmp_path)
     model = load_hf_checkpoint(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.blocks[0].attn.rotary.inv_freq.dtype == torch.float32  # angles stay precise
+    assert model(_tokens()).logits.dtype == torch.bfloat16
 
 
 # ------------------------------------------------------------------------------ errors
