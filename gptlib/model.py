@@ -119,7 +119,6 @@ class GPT(nn.Module):
         return GPTOutput(logits, loss, tuple(attentions) if return_attention else None)
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def generate(
         self,
         idx: torch.Tensor,
@@ -151,28 +150,32 @@ class GPT(nn.Module):
         cache = KVCache(self.config.n_layer) if use_cache else None
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         step_input = idx
-        for _ in range(max_new_tokens):
-            if (
-                cache is not None
-                and limit is not None
-                and cache.length + step_input.size(1) > limit
-            ):
-                cache = None  # the window must slide: fall back to re-reading the last block_size
-            if cache is None:
-                context = idx if limit is None else idx[:, -limit:]
-                logits = self(context).logits[:, -1]
-            else:
-                logits = self(step_input, kv_cache=cache).logits[:, -1]
-            next_id = sample_next(logits, temperature, top_k, top_p, generator)
-            if eos_token_id is not None:
-                next_id = next_id.masked_fill(finished[:, None], eos_token_id)
-                finished |= next_id.squeeze(1) == eos_token_id
-            idx = torch.cat([idx, next_id], dim=1)
-            step_input = next_id
-            if eos_token_id is not None and bool(finished.all()):
-                break
+        # inference_mode, unlike no_grad, also skips autograd's version counters: each step
+        # costs less. Its tensors cannot enter autograd later, hence the clone on return.
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                if (
+                    cache is not None
+                    and limit is not None
+                    and cache.length + step_input.size(1) > limit
+                ):
+                    # The window must slide: fall back to re-reading the last block_size tokens.
+                    cache = None
+                if cache is None:
+                    context = idx if limit is None else idx[:, -limit:]
+                    logits = self(context).logits[:, -1]
+                else:
+                    logits = self(step_input, kv_cache=cache).logits[:, -1]
+                next_id = sample_next(logits, temperature, top_k, top_p, generator)
+                if eos_token_id is not None:
+                    next_id = next_id.masked_fill(finished[:, None], eos_token_id)
+                    finished |= next_id.squeeze(1) == eos_token_id
+                idx = torch.cat([idx, next_id], dim=1)
+                step_input = next_id
+                if eos_token_id is not None and bool(finished.all()):
+                    break
         self.train(was_training)
-        return idx
+        return idx.clone()
 
     # ------------------------------------------------------------------ bookkeeping
     def num_params(self, non_embedding: bool = False) -> int:
