@@ -255,12 +255,22 @@ class GPT(nn.Module):
         model = cls(config).to(map_location)
         if config.tie_embeddings:
             state["lm_head.weight"] = state["tok_emb.weight"]
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
+        expected = model.state_dict()
+        problems = [f"missing {name}" for name in expected if name not in state]
+        problems += [f"unexpected {name}" for name in state if name not in expected]
+        problems += [
+            f"{name} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[name].shape)}"
+            for name, tensor in state.items()
+            if name in expected and tensor.shape != expected[name].shape
+        ]
+        if problems:
             raise ValueError(
-                f"{path / WEIGHTS_FILE} does not match its config: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
+                f"{path / WEIGHTS_FILE} does not match {path / CONFIG_FILE}: "
+                + "; ".join(problems[:5])
+                + ("; ..." if len(problems) > 5 else "")
+                + ". Were the two files written by different runs?"
             )
+        model.load_state_dict(state)
         return model.eval()
 
     @classmethod
