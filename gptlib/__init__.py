@@ -1,7 +1,8 @@
 """gptlib: the small GPT library behind the GPT Variants textbook.
 
-One module per idea the book teaches (see README.md): config, tokenizers, attention,
-positional, layers, model, sampling, hf, data, train, viz.
+One module per idea the book teaches (see README.md): config, tokenizers (with bpe), attention,
+positional, layers, model, sampling, data, train (with checkpoint and train_cli), hf (with
+hf_families), viz and interpret.
 """
 
 from .config import GPTConfig
