@@ -89,6 +89,11 @@ class MixtureOfExperts(nn.Module):
         self.experts = nn.ModuleList(SwiGLU(config) for _ in range(config.n_experts))
         self.last_router_logits: torch.Tensor | None = None
 
+    def __getstate__(self) -> dict:
+        # The kept logits belong to an autograd graph, which copy.deepcopy and pickle refuse;
+        # a copy of the layer starts without them, as a new layer does.
+        return {**self.__dict__, "last_router_logits": None}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         tokens = x.reshape(-1, C)

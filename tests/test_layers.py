@@ -1,5 +1,6 @@
 """Tests for gptlib.layers: the norms, the feed-forward networks, mixture of experts and Block."""
 
+import copy
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptlib import GPTConfig
+from gptlib import GPT, GPTConfig
 from gptlib.config import swiglu_hidden
 from gptlib.layers import (
     ACTIVATIONS,
@@ -206,6 +207,18 @@ def test_moe_trains_its_router_and_only_the_chosen_experts() -> None:
     used = set(moe.last_router_logits.topk(2, dim=-1).indices.flatten().tolist())
     for e, expert in enumerate(moe.experts):
         assert (expert.gate.weight.grad is not None) == (e in used)
+
+
+def test_moe_can_be_deep_copied_after_a_training_forward_pass() -> None:
+    model = GPT(small_config(mlp="moe", n_experts=4, n_experts_per_token=2, activation="silu"))
+    idx = torch.randint(64, (2, 8))
+    model(idx, targets=idx)  # every MoE layer now holds router logits inside an autograd graph
+    copied = copy.deepcopy(model)
+    torch.testing.assert_close(copied(idx).logits, model(idx).logits)
+    assert (
+        copied.blocks[0].mlp.experts[0].gate.weight
+        is not model.blocks[0].mlp.experts[0].gate.weight
+    )
 
 
 def test_moe_parameter_count_is_router_plus_experts() -> None:
