@@ -1,0 +1,159 @@
+"""GPT-1's fine-tuning recipe: task inputs, a classifier head on the last token, an auxiliary LM loss.
+
+Taught in notebooks/07_gpt1.ipynb.
+
+Radford et al. 2018 (§3.2-3.3) fine-tune the pre-trained transformer on each task by adding one
+linear layer W_y on the final hidden state of the last input token, and by keeping language
+modelling as an auxiliary objective: L3 = L2 (task) + λ · L1 (language model), with λ = 0.5.
+Structured inputs (entailment, similarity, multiple choice) become one token sequence each,
+framed by new start, delimiter and extract tokens (§3.3, Figure 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import GPT
+
+__all__ = ["ClassifierBatch", "ClassifierOutput", "SequenceClassifier", "collate", "gpt1_input"]
+
+
+def gpt1_input(
+    *segments: Sequence[int], start_id: int, extract_id: int, delim_id: int | None = None
+) -> list[int]:
+    """One GPT-1 task input: start, the segments separated by the delimiter, then extract.
+
+    Taught in notebooks/07_gpt1.ipynb. Classification passes one segment; entailment passes
+    premise and hypothesis; similarity is run once per order of the two texts; multiple choice
+    builds one input per answer (context, answer).
+    """
+    if not segments:
+        raise ValueError("gpt1_input needs at least one segment of token ids")
+    if len(segments) > 1 and delim_id is None:
+        raise ValueError(f"{len(segments)} segments need a delim_id to separate them")
+    ids = [start_id]
+    for i, segment in enumerate(segments):
+        if i:
+            ids.append(delim_id)
+        ids.extend(int(t) for t in segment)
+    ids.append(extract_id)
+    return ids
+
+
+@dataclass
+class ClassifierBatch:
+    """A padded batch of task inputs for `SequenceClassifier`."""
+
+    idx: torch.Tensor  # (B, T) token ids, right-padded
+    extract_positions: torch.Tensor  # (B,) index of each row's last token (the extract token)
+    lm_targets: torch.Tensor  # (B, T) next-token targets inside the text, -1 elsewhere
+    labels: torch.Tensor | None = None  # (B,) class ids
+
+
+def collate(
+    sequences: Sequence[Sequence[int]],
+    labels: Iterable[int] | None = None,
+    pad_id: int = 0,
+    special_ids: Iterable[int] = (),
+) -> ClassifierBatch:
+    """Right-pad task inputs into one batch and mark where the LM and the head should look.
+
+    Taught in notebooks/07_gpt1.ipynb. Padding sits after the extract token, where causal
+    attention keeps it from changing anything the head reads. The auxiliary LM target of a
+    position is the next token, unless that token is padding or one of `special_ids` (the
+    model is not asked to predict the start, delimiter or extract tokens).
+    """
+    if not sequences or any(len(s) < 2 for s in sequences):
+        raise ValueError("collate needs a non-empty list of inputs, each at least 2 tokens long")
+    longest = max(len(s) for s in sequences)
+    idx = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    lm_targets = torch.full((len(sequences), longest), -1, dtype=torch.long)
+    special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids = torch.as_tensor(list(seq), dtype=torch.long)
+        idx[row, : len(ids)] = ids
+        nxt = ids[1:].clone()
+        nxt[torch.isin(nxt, special)] = -1
+        lm_targets[row, : len(nxt)] = nxt
+    positions = torch.tensor([len(s) - 1 for s in sequences], dtype=torch.long)
+    label_tensor = None
+    if labels is not None:
+        label_tensor = torch.as_tensor(list(labels), dtype=torch.long)
+        if label_tensor.shape != (len(sequences),):
+            raise ValueError(
+                f"got {label_tensor.numel()} labels for {len(sequences)} inputs; give one each"
+            )
+    return ClassifierBatch(idx, positions, lm_targets, label_tensor)
+
+
+@dataclass
+class ClassifierOutput:
+    """What `SequenceClassifier.forward` returns."""
+
+    logits: torch.Tensor  # (B, n_classes)
+    loss: torch.Tensor | None = None  # task loss + lm_weight * LM loss (GPT-1's L3)
+    task_loss: torch.Tensor | None = None  # cross-entropy of the labels (L2)
+    lm_loss: torch.Tensor | None = None  # next-token cross-entropy on the inputs (L1)
+
+
+class SequenceClassifier(nn.Module):
+    """A GPT with GPT-1's task head: Linear(final hidden state of the extract token) -> classes.
+
+    Taught in notebooks/07_gpt1.ipynb. `lm_weight` is λ of L3 = L2 + λ·L1 (GPT-1 uses 0.5;
+    0 turns the auxiliary objective off); `dropout` is applied before the head (GPT-1: 0.1).
+    """
+
+    def __init__(
+        self, gpt: GPT, n_classes: int, lm_weight: float = 0.5, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        if lm_weight < 0:
+            raise ValueError(f"lm_weight (λ) must be >= 0, got {lm_weight}")
+        self.gpt = gpt
+        self.lm_weight = lm_weight
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(gpt.config.n_embd, n_classes)
+        nn.init.normal_(self.head.weight, std=gpt.config.init_std)
+        nn.init.zeros_(self.head.bias)
+
+    def hidden_and_logits(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final hidden states (B, T, n_embd), after any final norm, and the LM logits."""
+        captured: list[torch.Tensor] = []
+        hook = self.gpt.ln_f.register_forward_hook(lambda mod, args, out: captured.append(out))
+        try:
+            logits = self.gpt(idx).logits
+        finally:
+            hook.remove()
+        return captured[0], logits
+
+    def forward(self, batch: ClassifierBatch) -> ClassifierOutput:
+        """Class logits from each row's extract token; losses when the batch has labels."""
+        hidden, lm_logits = self.hidden_and_logits(batch.idx)
+        rows = torch.arange(batch.idx.size(0), device=batch.idx.device)
+        last = hidden[rows, batch.extract_positions]  # (B, n_embd)
+        logits = self.head(self.dropout(last))
+        if batch.labels is None:
+            return ClassifierOutput(logits)
+        task_loss = F.cross_entropy(logits, batch.labels)
+        lm_loss = F.cross_entropy(
+            lm_logits.reshape(-1, lm_logits.size(-1)).float(),
+            batch.lm_targets.reshape(-1),
+            ignore_index=-1,
+        )
+        return ClassifierOutput(logits, task_loss + self.lm_weight * lm_loss, task_loss, lm_loss)
+
+    @torch.no_grad()
+    def predict(self, batch: ClassifierBatch) -> torch.Tensor:
+        """The most likely class of each row (B,), computed in eval mode."""
+        was_training = self.training
+        self.eval()
+        classes = self(batch).logits.argmax(dim=-1)
+        self.train(was_training)
+        return classes

@@ -1,0 +1,121 @@
+"""GPT-1 fine-tuning pieces: task inputs, padded batches, the classifier head and its loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlib import GPT, GPTConfig
+from gptlib.finetune import SequenceClassifier, collate, gpt1_input
+
+START, DELIM, EXTRACT = 20, 21, 22
+
+
+def tiny_gpt(preset: str = "gpt1") -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig.from_preset(
+        preset, n_layer=2, n_head=2, n_embd=16, block_size=32, vocab_size=23
+    )
+    return GPT(config)
+
+
+def test_gpt1_input_layouts() -> None:
+    assert gpt1_input([1, 2], start_id=START, extract_id=EXTRACT) == [START, 1, 2, EXTRACT]
+    assert gpt1_input([1], [2, 3], start_id=START, delim_id=DELIM, extract_id=EXTRACT) == [
+        START, 1, DELIM, 2, 3, EXTRACT,
+    ]  # fmt: skip
+
+
+def test_gpt1_input_errors() -> None:
+    with pytest.raises(ValueError, match="at least one segment"):
+        gpt1_input(start_id=START, extract_id=EXTRACT)
+    with pytest.raises(ValueError, match="delim_id"):
+        gpt1_input([1], [2], start_id=START, extract_id=EXTRACT)
+
+
+def test_collate_pads_and_marks_targets() -> None:
+    short = gpt1_input([1, 2], start_id=START, extract_id=EXTRACT)
+    long = gpt1_input([3], [4, 5], start_id=START, delim_id=DELIM, extract_id=EXTRACT)
+    batch = collate([short, long], [0, 1], pad_id=0, special_ids=(START, DELIM, EXTRACT))
+    assert batch.idx.tolist() == [[START, 1, 2, EXTRACT, 0, 0], long]
+    assert batch.extract_positions.tolist() == [3, 5]
+    assert batch.labels.tolist() == [0, 1]
+    # next token inside the text only: never a special token, never padding
+    assert batch.lm_targets.tolist() == [[1, 2, -1, -1, -1, -1], [3, -1, 4, 5, -1, -1]]
+
+
+def test_collate_errors() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        collate([])
+    with pytest.raises(ValueError, match="one each"):
+        collate([[1, 2], [3, 4]], labels=[0])
+
+
+def test_classifier_shapes_and_loss_is_task_plus_lambda_lm() -> None:
+    batch = collate([[START, 1, 2, 3, EXTRACT], [START, 4, EXTRACT]], [2, 0],
+                    special_ids=(START, EXTRACT))  # fmt: skip
+    model = SequenceClassifier(tiny_gpt(), n_classes=3, lm_weight=0.5).eval()
+    out = model(batch)
+    assert out.logits.shape == (2, 3)
+    assert torch.allclose(out.task_loss, F.cross_entropy(out.logits, batch.labels))
+    assert torch.allclose(out.loss, out.task_loss + 0.5 * out.lm_loss)
+    lm_logits = model.gpt(batch.idx).logits
+    expected_lm = F.cross_entropy(lm_logits.reshape(-1, 23), batch.lm_targets.reshape(-1),
+                                  ignore_index=-1)  # fmt: skip
+    assert torch.allclose(out.lm_loss, expected_lm)
+    model.lm_weight = 0.0
+    assert torch.allclose(model(batch).loss, out.task_loss)
+
+
+def test_no_labels_gives_logits_only() -> None:
+    batch = collate([[START, 1, EXTRACT]])
+    out = SequenceClassifier(tiny_gpt(), n_classes=2)(batch)
+    assert out.logits.shape == (1, 2) and out.loss is None
+
+
+@pytest.mark.parametrize("preset", ["gpt1", "gpt2"])
+def test_head_reads_the_final_hidden_state_of_the_extract_token(preset: str) -> None:
+    gpt = tiny_gpt(preset)
+    model = SequenceClassifier(gpt, n_classes=2).eval()
+    ids = [START, 1, 2, 3, EXTRACT]
+    out = model(collate([ids]))
+    hidden = {}
+    gpt.ln_f.register_forward_hook(lambda m, a, o: hidden.setdefault("h", o))
+    gpt(torch.tensor([ids]))
+    expected = model.head(hidden["h"][0, -1])
+    assert torch.allclose(out.logits[0], expected, atol=1e-6)
+
+
+def test_padding_after_the_extract_token_changes_nothing() -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=2).eval()
+    short = [START, 1, EXTRACT]
+    alone = model(collate([short])).logits
+    padded = model(collate([short, [START, 1, 2, 3, 4, 5, EXTRACT]])).logits[:1]
+    assert torch.allclose(alone, padded, atol=1e-6)
+
+
+def test_gradients_reach_the_gpt_and_the_head() -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=2)
+    model(collate([[START, 1, 2, EXTRACT]], [1], special_ids=(START, EXTRACT))).loss.backward()
+    assert model.head.weight.grad.abs().sum() > 0
+    assert model.gpt.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_predict_keeps_the_training_mode_and_learns_a_separable_task() -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=2, dropout=0.0)
+    batch = collate([[START, 1, 1, EXTRACT], [START, 2, 2, EXTRACT]] * 2, [0, 1, 0, 1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        loss = model(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.train()
+    assert model.predict(batch).tolist() == [0, 1, 0, 1]
+    assert model.training
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="n_classes"):
+        SequenceClassifier(tiny_gpt(), n_classes=1)
+    with pytest.raises(ValueError, match="lm_weight"):
+        SequenceClassifier(tiny_gpt(), n_classes=2, lm_weight=-1.0)
