@@ -1,0 +1,51 @@
+"""Scaling laws: Kaplan et al. (2020) loss against model size, and Chinchilla's loss surface
+and compute-optimal frontier (Hoffmann et al. 2022).
+
+Taught in notebooks/09_gpt3.ipynb. Constants and their sources: ../shared/reference/
+gpt_family.md §10. Kaplan's N counts non-embedding parameters and its losses are nats per token
+on WebText2 with the GPT-2 tokenizer; Chinchilla's N counts all parameters. Neither set of
+constants transfers to another tokenizer or data set.
+"""
+
+from __future__ import annotations
+
+# Kaplan et al. 2020 §1.2, L(N) = (N_c / N) ** alpha_N
+KAPLAN_ALPHA_N = 0.076
+KAPLAN_N_C = 8.8e13
+# Hoffmann et al. 2022 Eq. 10 (Approach 3), L(N, D) = E + A / N**alpha + B / D**beta
+CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def kaplan_loss(n_params: float) -> float:
+    """Kaplan et al.'s predicted loss (nats/token) of a model with n_params non-embedding
+    parameters trained to convergence: (8.8e13 / N) ** 0.076."""
+    _check_positive(n_params=n_params)
+    return (KAPLAN_N_C / n_params) ** KAPLAN_ALPHA_N
+
+
+def chinchilla_loss(n_params: float, n_tokens: float) -> float:
+    """Chinchilla's fitted loss E + A/N^alpha + B/D^beta for N parameters trained on D tokens."""
+    _check_positive(n_params=n_params, n_tokens=n_tokens)
+    c = CHINCHILLA
+    return c["E"] + c["A"] / n_params ** c["alpha"] + c["B"] / n_tokens ** c["beta"]
+
+
+def chinchilla_optimal(flops: float) -> tuple[float, float]:
+    """The (N, D) that minimise chinchilla_loss under the budget C = 6·N·D FLOPs.
+
+    N_opt = G·(C/6)^a and D_opt = (C/6)^b / G, with G = (alpha·A / (beta·B))^(1/(alpha+beta)),
+    a = beta/(alpha+beta), b = alpha/(alpha+beta) (Hoffmann et al. 2022, Eq. 4).
+    """
+    _check_positive(flops=flops)
+    c = CHINCHILLA
+    total = c["alpha"] + c["beta"]
+    g = (c["alpha"] * c["A"] / (c["beta"] * c["B"])) ** (1 / total)
+    n_opt = g * (flops / 6) ** (c["beta"] / total)
+    d_opt = (flops / 6) ** (c["alpha"] / total) / g
+    return n_opt, d_opt
