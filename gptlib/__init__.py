@@ -2,7 +2,7 @@
 
 One module per idea the book teaches (see README.md): config, tokenizers (with bpe), attention,
 positional, layers, model, sampling, data, train (with checkpoint and train_cli), hf (with
-hf_families), finetune, scaling, viz and interpret.
+hf_families), finetune, scaling, inference, viz and interpret.
 """
 
 from .config import GPTConfig
