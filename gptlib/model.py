@@ -60,7 +60,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        self.apply_init()
+        if self.tok_emb.weight.device.type != "meta":  # on meta (count_params) nothing to fill
+            self.apply_init()
 
     # ------------------------------------------------------------------ initialisation
     def apply_init(self) -> None:
