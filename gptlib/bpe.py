@@ -371,20 +371,7 @@ class BPETokenizer:
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
         """Read a tokenizer written by ``save``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No tokenizer file at {path}; write one with BPETokenizer.save(path)."
-            )
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not a JSON tokenizer file ({exc}).") from exc
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError(
-                f"{path} is not a BPETokenizer file (no 'format': {_FORMAT!r}); "
-                "write one with BPETokenizer.save(path)."
-            )
+        state = read_tokenizer_file(path, _FORMAT, "BPETokenizer")
         try:
             merges = [(int(left), int(right)) for left, right in state["merges"]]
             return cls(merges, state["pattern"], state["special_tokens"])
@@ -396,3 +383,23 @@ class BPETokenizer:
             f"BPETokenizer(vocab_size={self.vocab_size}, pattern={self.pattern!r}, "
             f"special_tokens={sorted(self.special_tokens)})"
         )
+
+
+def read_tokenizer_file(path: str | Path, file_format: str, kind: str) -> dict:
+    """Read the JSON state a tokenizer's ``save`` wrote, checking its ``format`` tag.
+
+    Taught in notebooks/03_tokenization.ipynb.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No tokenizer file at {path}; write one with {kind}.save(path).")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON tokenizer file ({exc}).") from exc
+    if not isinstance(state, dict) or state.get("format") != file_format:
+        raise ValueError(
+            f"{path} is not a {kind} file (no 'format': {file_format!r}); "
+            f"write one with {kind}.save(path)."
+        )
+    return state

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptlib.bpe import GPT2_PATTERN, GPT4_PATTERN, SPLIT_PATTERNS, BPETokenizer, train_merges
+from gptlib.bpe import (
+    GPT2_PATTERN,
+    GPT4_PATTERN,
+    SPLIT_PATTERNS,
+    BPETokenizer,
+    read_tokenizer_file,
+    train_merges,
+)
 
 if TYPE_CHECKING:
     import tiktoken
@@ -103,21 +110,7 @@ class CharTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
         """Read a tokenizer written by ``save``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No tokenizer file at {path}; write one with CharTokenizer.save(path)."
-            )
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not a JSON tokenizer file ({exc}).") from exc
-        if not isinstance(state, dict) or state.get("format") != "gptlib-char":
-            raise ValueError(
-                f"{path} is not a CharTokenizer file (no 'format': 'gptlib-char'); "
-                "write one with CharTokenizer.save(path)."
-            )
-        return cls(state["chars"])
+        return cls(read_tokenizer_file(path, "gptlib-char", "CharTokenizer")["chars"])
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
