@@ -83,6 +83,15 @@ class KVCache:
         return sum(0 if c.k is None else c.k.size(2) for c in self.layers)
 
 
+def kv_cache_bytes(config: GPTConfig, n_tokens: int = 1, bytes_per_value: int = 2) -> int:
+    """Bytes a KV cache holds for n_tokens: a key and a value per layer, KV head and token.
+
+    Taught in notebooks/04_attention.ipynb. bytes_per_value=2 is 16-bit numbers. A local
+    window caps n_tokens at window_size in those layers; this counts every layer as dense.
+    """
+    return 2 * config.n_layer * config.n_kv_head * config.head_dim * n_tokens * bytes_per_value
+
+
 class CausalSelfAttention(nn.Module):
     """Masked self-attention in which n_head query heads share n_kv_head key/value heads.
 

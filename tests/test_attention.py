@@ -19,6 +19,7 @@ from gptlib.attention import (
     LayerCache,
     attention_mask,
     explicit_attention,
+    kv_cache_bytes,
 )
 from gptlib.positional import alibi_bias, alibi_slopes
 
@@ -188,3 +189,12 @@ def test_layer_cache_keeps_only_the_last_positions_when_asked():
         cache.append(k, k.clone(), torch.arange(start, start + 2), keep_last=3)
     assert cache.k.size(2) == 3
     assert torch.equal(cache.positions, torch.tensor([7, 8, 9]))
+
+
+def test_kv_cache_bytes_counts_what_the_cache_holds() -> None:
+    config = GPTConfig(vocab_size=50, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+    cache = KVCache(config.n_layer)
+    with torch.no_grad():
+        GPT(config).eval()(torch.randint(50, (1, 10)), kv_cache=cache)
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.k, layer.v))
+    assert kv_cache_bytes(config, n_tokens=10, bytes_per_value=4) == held
