@@ -219,3 +219,22 @@ def load_hf_checkpoint(
             )
     model.load_state_dict(state)
     return model.eval()
+
+
+def randomise_for_parity(model: torch.nn.Module) -> torch.nn.Module:
+    """Fill every weight with random values that keep activations near unit scale.
+
+    Taught in notebooks/A_pretrained_weights.ipynb. Matrices get N(0, 1/fan_in), norm gains
+    N(1, 0.1) and biases N(0, 0.1): unlike a library's default initialisation (zero biases, unit
+    gains), this lets a parity check catch a swapped norm or a missing bias. Returns the model in
+    eval mode.
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, p.shape[-1] ** -0.5)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            else:
+                p.normal_(1.0, 0.1)
+    return model.eval()

@@ -12,7 +12,6 @@ that is not 4·d.
 """
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,12 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from gptlib import GPT  # noqa: E402
-from gptlib.hf import hf_config_to_gpt, load_hf_checkpoint, resolve_checkpoint  # noqa: E402
+from gptlib.hf import (  # noqa: E402
+    hf_config_to_gpt,
+    load_hf_checkpoint,
+    randomise_for_parity,
+    resolve_checkpoint,
+)
 
 VOCAB, SEQ, NEW_TOKENS, TOLERANCE = 128, 24, 10, 1e-4
 
@@ -78,25 +82,13 @@ CASES = {
 }  # fmt: skip
 
 
-def _randomise(model: torch.nn.Module) -> None:
-    """Weights of unit-scale activations, gains near 1 and non-zero biases, all random."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]))
-            elif name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-            else:
-                p.normal_(1.0, 0.1)
-
-
 def _hf_model(name: str) -> torch.nn.Module:
     config_class, model_class, fields = CASES[name]
     config = getattr(transformers, config_class)(vocab_size=VOCAB, **fields)
     config._attn_implementation = "eager"  # the implementation that returns attention weights
     torch.manual_seed(0)
     model = getattr(transformers, model_class)(config)
-    _randomise(model)
+    randomise_for_parity(model)
     return model.eval()
 
 
