@@ -2,10 +2,8 @@
 
 import pytest
 import torch
+from browser import browser_page, chromium_browser  # noqa: F401  (headless-Chromium fixtures)
 from hypothesis import settings
-
-# The headless-Chromium fixtures (browser_page, chromium_browser) for the browser tests.
-from browser import browser_page, chromium_browser  # noqa: F401
 
 # The machines that run the tests (laptops, 2-core CI) are often busy; a property test should
 # fail for a wrong answer, never for a slow example.
