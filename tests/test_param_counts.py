@@ -3,7 +3,8 @@
 Counting happens on the meta device (`GPT.count_params`), so even GPT-NeoX-20B allocates
 nothing. Where transformers implements the family, its model of the same shape, also built on
 the meta device, must have exactly our count; a published figure that differs from that count
-is explained where it is asserted. Figures and sources: ../shared/reference/gpt_family.md.
+is explained where it is asserted. Each figure names its paper, model card or reference
+config where it is used; full references are in notebooks/references.md.
 """
 
 import pytest

@@ -2,7 +2,15 @@ import math
 
 import pytest
 
-from gptlib.scaling import CHINCHILLA, chinchilla_loss, chinchilla_optimal, kaplan_loss
+from gptlib.scaling import (
+    CHINCHILLA,
+    CHINCHILLA_TOKENS_PER_PARAM,
+    chinchilla_loss,
+    chinchilla_optimal,
+    kaplan_loss,
+    optimal_size_for_ratio,
+    training_flops,
+)
 
 
 def test_kaplan_loss_is_one_at_n_c_and_falls_with_size() -> None:
@@ -42,3 +50,22 @@ def test_bad_input_names_the_argument(bad: float) -> None:
         chinchilla_loss(1e9, bad)
     with pytest.raises(ValueError, match="flops"):
         chinchilla_optimal(bad)
+
+
+def test_training_flops_is_six_n_d() -> None:
+    # GPT-3 175B on 300B tokens: Brown et al. 2020, Table D.1 gives 3.14e23 FLOPs.
+    assert training_flops(175e9, 300e9) == pytest.approx(3.15e23)
+    with pytest.raises(ValueError, match="n_tokens"):
+        training_flops(1e9, 0)
+
+
+def test_optimal_size_for_ratio_spends_the_budget_at_the_ratio() -> None:
+    n, d = optimal_size_for_ratio(training_flops(175e9, 300e9))
+    assert d / n == pytest.approx(CHINCHILLA_TOKENS_PER_PARAM)
+    assert training_flops(n, d) == pytest.approx(training_flops(175e9, 300e9))
+    # At GPT-3's budget: roughly 50B parameters on 1T tokens.
+    assert n == pytest.approx(51.2e9, rel=0.01) and d == pytest.approx(1.02e12, rel=0.01)
+    # Chinchilla itself (70B on 1.4T) sits on the rule.
+    assert optimal_size_for_ratio(training_flops(70e9, 1.4e12))[0] == pytest.approx(70e9)
+    with pytest.raises(ValueError, match="tokens_per_param"):
+        optimal_size_for_ratio(1e21, tokens_per_param=0)
