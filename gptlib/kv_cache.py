@@ -123,7 +123,10 @@ class LayerCache:
         B, H, T, D = k.shape
         if self._k is None:
             self.window = window
-            slots = window if window is not None else self.capacity or max(T, 64)
+            if window is None:
+                slots = self.capacity or max(T, 64)
+            else:  # a window wider than the capacity never wraps round
+                slots = window if self.capacity is None else min(window, self.capacity)
             self._k, self._v = k.new_empty(B, H, slots, D), v.new_empty(B, H, slots, D)
         elif (
             (B, H, D) != (self._k.size(0), self._k.size(1), self._k.size(3))

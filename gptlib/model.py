@@ -107,18 +107,31 @@ class GPT(nn.Module):
         start = kv_cache.length if kv_cache is not None else 0
         pad = None if attention_mask is None else left_padding(attention_mask, (B, start + T))
         positions = self._positions(B, T, idx.device, kv_cache, pad)
-        hidden, attentions = self._hidden_states(idx, positions, kv_cache, return_attention)
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            if positions.dim() == 1:
+                x = x + self.pos_emb(positions)
+            else:  # padding (negative positions) borrows position 0: nothing attends to it
+                flat = self.pos_emb(positions.clamp(min=0).reshape(-1))
+                x = x + flat.view(*positions.shape, -1)
+        x = self.drop(x)
+        attentions = []
+        for i, block in enumerate(self.blocks):
+            cache = kv_cache.layers[i] if kv_cache is not None else None
+            x, weights = block(x, positions, cache, return_attention)
+            attentions.append(weights)
+        if kv_cache is not None:
+            kv_cache.length += T
+        x = self.ln_f(x)
         if logits_to_keep is not None:
-            hidden = hidden[
-                :, -check_integer("logits_to_keep", logits_to_keep, 1, "an integer >= 1") :
-            ]
-        logits = self._logits(hidden)
+            x = x[:, -check_integer("logits_to_keep", logits_to_keep, 1, "an integer >= 1") :]
+        logits = self._logits(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
             )
-        return GPTOutput(logits, loss, attentions)
+        return GPTOutput(logits, loss, tuple(attentions) if return_attention else None)
 
     def _positions(
         self,
@@ -156,31 +169,6 @@ class GPT(nn.Module):
             pad = None  # no row is padded
         positions = torch.arange(start, start + T, device=device)
         return positions if pad is None else positions[None, :] - pad[:, None]
-
-    def _hidden_states(
-        self,
-        idx: torch.Tensor,
-        positions: torch.Tensor,
-        kv_cache: KVCache | None = None,
-        return_attention: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """The final-norm hidden states (B, T, C) of idx at positions, and attention weights."""
-        x = self.tok_emb(idx)
-        if self.pos_emb is not None:
-            if positions.dim() == 1:
-                x = x + self.pos_emb(positions)
-            else:  # padding (negative positions) borrows position 0: nothing attends to it
-                flat = self.pos_emb(positions.clamp(min=0).reshape(-1))
-                x = x + flat.view(*positions.shape, -1)
-        x = self.drop(x)
-        attentions = []
-        for i, block in enumerate(self.blocks):
-            cache = kv_cache.layers[i] if kv_cache is not None else None
-            x, weights = block(x, positions, cache, return_attention)
-            attentions.append(weights)
-        if kv_cache is not None:
-            kv_cache.length += idx.size(1)
-        return self.ln_f(x), tuple(attentions) if return_attention else None
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """lm_head(hidden); with the transposed copy generation lends, while the weight is unchanged."""
