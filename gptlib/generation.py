@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .model import GPT
 
 __all__ = ["Generation", "cut_at_stop", "generate", "left_pad"]
+INTEGER_IDS = (torch.int64, torch.int32)
 
 
 @dataclass
@@ -218,31 +219,7 @@ def generate(
     )
     if seed is not None and generator is not None:
         raise ValueError("pass seed or generator, not both")
-    if (
-        not isinstance(idx, torch.Tensor)
-        or idx.dim() != 2
-        or idx.dtype
-        not in (
-            torch.int64,
-            torch.int32,
-        )
-    ):
-        shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
-        raise ValueError(
-            f"idx must be an integer tensor of shape (batch, time), got {shape}; wrap one "
-            "sequence as idx[None], or use gptlib.generation.left_pad for a list of prompts"
-        )
-    B, T = idx.shape
-    if B == 0 or T == 0:
-        raise ValueError(
-            f"the prompt is empty: idx has shape {(B, T)}; give every row at least one token "
-            "(e.g. a start-of-text id)"
-        )
-    if idx.min() < 0 or idx.max() >= config.vocab_size:
-        raise ValueError(
-            f"token ids must be in [0, {config.vocab_size}), got min {int(idx.min())} max "
-            f"{int(idx.max())}; does the tokenizer match the model's vocab_size?"
-        )
+    B, T = _check_prompt(idx, config.vocab_size)
     pad = None if attention_mask is None else left_padding(attention_mask, (B, T))
     if pad is not None and not bool(pad.any()):
         pad, attention_mask = None, None  # no row is padded
@@ -258,6 +235,7 @@ def generate(
     logprobs = torch.zeros(B, steps, dtype=torch.float32, device=idx.device)
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     new_lengths = torch.zeros(B, dtype=torch.long, device=idx.device)
+    ending = eos is not None or bool(stops)  # rows may finish early
     limit = config.block_size if config.position == "learned" else None
     min_pad = 0 if pad is None else int(pad.min())
     length = T
@@ -265,7 +243,7 @@ def generate(
     model.eval()
     # inference_mode, unlike no_grad, also skips autograd's version counters: each step
     # costs less. out, made outside it, stays an ordinary tensor.
-    with torch.inference_mode(), _transposed_head(model, steps):
+    with torch.inference_mode(), _transposed_head(model, steps), _restore_mode(model, was_training):
         capacity = T + steps if limit is None else min(T + steps, limit + min_pad)
         cache = KVCache(config.n_layer, capacity) if use_cache and steps else None
         step_input, step_mask = idx, attention_mask
@@ -285,11 +263,12 @@ def generate(
             if return_logprobs:
                 chosen = torch.log_softmax(logits.float(), dim=-1).gather(1, next_id)
                 logprobs[:, i] = chosen.squeeze(1).masked_fill(finished, 0.0)
-            next_id = next_id.masked_fill(finished[:, None], fill)
+            if ending:
+                next_id = next_id.masked_fill(finished[:, None], fill)
+                new_lengths += ~finished
             out[:, length] = next_id[:, 0]
             length += 1
-            new_lengths += ~finished
-            if eos is not None or stops:
+            if ending:
                 active = ~finished
                 if eos is not None:
                     finished |= active & (next_id[:, 0] == eos)
@@ -298,22 +277,55 @@ def generate(
                 if bool(finished.all()):
                     break
             step_input, step_mask = next_id, None
-    model.train(was_training)
     ids = out if length == out.size(1) else out[:, :length].clone()
     if not return_logprobs:
         return ids
+    if not ending:
+        new_lengths.fill_(length - T)
     return Generation(ids, logprobs[:, : length - T].clone(), new_lengths)
+
+
+def _check_prompt(idx: object, vocab_size: int) -> tuple[int, int]:
+    """(B, T) of a non-empty integer prompt of ids in the vocabulary, or a clear error."""
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in INTEGER_IDS:
+        shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise ValueError(
+            f"idx must be an integer tensor of shape (batch, time), got {shape}; wrap one "
+            "sequence as idx[None], or use gptlib.generation.left_pad for a list of prompts"
+        )
+    B, T = idx.shape
+    if B == 0 or T == 0:
+        raise ValueError(
+            f"the prompt is empty: idx has shape {(B, T)}; give every row at least one token "
+            "(e.g. a start-of-text id)"
+        )
+    if idx.min() < 0 or idx.max() >= vocab_size:
+        raise ValueError(
+            f"token ids must be in [0, {vocab_size}), got min {int(idx.min())} max "
+            f"{int(idx.max())}; does the tokenizer match the model's vocab_size?"
+        )
+    return B, T
+
+
+@contextmanager
+def _restore_mode(model: GPT, was_training: bool) -> Iterator[None]:
+    """Put the model back in training mode afterwards if it was, even after an error."""
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @contextmanager
 def _transposed_head(model: GPT, steps: int) -> Iterator[None]:
     """Inside it, model's forward multiplies by a transposed copy of a large head weight (CPU).
 
-    One row times the (vocab, C) head weight is a matrix-vector product that CPU BLAS runs 2 to
-    4 times slower with the weight as stored than with a (C, vocab) copy (benchmarks/README.md);
-    the copy costs about 2 to 25 such products, so it is made only for 32 steps or more, and
-    only for a weight of a million numbers or more. Logits then differ from forward's by float
-    rounding; cached and uncached generation use the same head, so they still agree.
+    One row times the (vocab, C) head weight is a matrix-vector product that CPU BLAS runs 2
+    to 3.4 times slower with the weight as stored than with a (C, vocab) copy at vocabulary
+    50,257 and C from 128 to 768 (table in benchmarks/README.md); the copy costs 2 to 13 such
+    products, so it is made only for 32 steps or more, and only for a weight of a million
+    numbers or more. Logits then differ from forward's by float rounding; cached and uncached
+    generation use the same head, so they still agree.
     """
     weight = getattr(model.lm_head, "weight", None)
     if (
