@@ -180,9 +180,11 @@ def generate(
     pad_token_id: int | None = None,
     return_logprobs: bool = False,
 ) -> torch.Tensor | Generation:
-    """Extend every row of idx (B, T) by up to max_new_tokens tokens; what `GPT.generate` runs.
+    """Extend every row of idx (B, T) by up to max_new_tokens tokens: `GPT.generate`.
 
-    Taught in notebooks/08_gpt2.ipynb and notebooks/14_inference.ipynb.
+    Taught in notebooks/02_first_gpt.ipynb and notebooks/08_gpt2.ipynb (sampling), and
+    notebooks/14_inference.ipynb (the KV cache, batches). Returns (B, T + new) token ids;
+    new = max_new_tokens, or fewer when every row finished early.
 
     - Sampling: temperature 0 is greedy, otherwise top_k / top_p / temperature as in
       `gptlib.sampling.sample_next`, drawing from generator (or a new one seeded with seed).
@@ -199,8 +201,9 @@ def generate(
       sequence of token ids. Later tokens of a finished row are pad_token_id (default
       eos_token_id, else 0); generation ends when every row has finished.
     - return_logprobs=True returns a `Generation` (ids, logprobs, new_lengths) instead of
-      the (B, T + new) tensor; log-probabilities are the model's own (Chen et al. 2021, §3.3
-      ranks samples by their mean).
+      the (B, T + new) tensor; log-probabilities are the model's own. The Codex chapter uses
+      stop sequences to end a sampled function and ranks samples by their mean log-probability
+      (Chen et al. 2021, §3.3).
 
     Raises ValueError or TypeError, naming the argument, for an empty prompt, a bad sampling
     setting (see `check_sampling_args`), ids outside the vocabulary, a bad attention_mask,

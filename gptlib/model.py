@@ -10,7 +10,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import generation
 from .attention import KVCache, left_padding
 from .config import GPTConfig
-from .generation import Generation, generate
 from .layers import Block, make_norm
 from .positional import LearnedPositions, SinusoidalPositions
 from .sampling import check_integer
@@ -181,53 +181,9 @@ class GPT(nn.Module):
         return self.lm_head(hidden)
 
     # ------------------------------------------------------------------ generation
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        eos_token_id: int | None = None,
-        stop: Sequence[str | Sequence[int]] | str | None = None,
-        tokenizer: object | None = None,
-        attention_mask: torch.Tensor | None = None,
-        pad_token_id: int | None = None,
-        return_logprobs: bool = False,
-    ) -> torch.Tensor | Generation:
-        """Extend idx (B, T) by up to max_new_tokens tokens; returns (B, T + new).
-
-        Taught in notebooks/02_first_gpt.ipynb and 08_gpt2.ipynb (sampling), the cache in
-        04_attention.ipynb and 14_inference.ipynb. temperature=0 is greedy; top_k, top_p
-        filter (see gptlib.sampling); seed or generator makes sampling reproducible. use_cache
-        keeps every layer's keys and values so each step processes one token; without it each
-        step re-reads the sequence. A model with learned positions only sees its last
-        block_size tokens. attention_mask (B, T) runs left-padded prompts of different
-        lengths (`gptlib.generation.left_pad`); greedy rows equal each prompt generated alone.
-        eos_token_id and stop (strings, with a tokenizer, or token-id sequences) end a row;
-        return_logprobs=True returns a `Generation` with each token's log-probability (both
-        for the Codex chapter). See `gptlib.generation.generate` for every argument and error.
-        """
-        return generate(
-            self,
-            idx,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            generator=generator,
-            use_cache=use_cache,
-            eos_token_id=eos_token_id,
-            stop=stop,
-            tokenizer=tokenizer,
-            attention_mask=attention_mask,
-            pad_token_id=pad_token_id,
-            return_logprobs=return_logprobs,
-        )
+    # model.generate(idx, max_new_tokens, temperature=..., ...): the decoding loop, with the
+    # KV cache, left-padded batches, stop sequences and log-probabilities, is in generation.py.
+    generate = generation.generate
 
     # ------------------------------------------------------------------ bookkeeping
     def num_params(self, non_embedding: bool = False) -> int:
