@@ -1,12 +1,13 @@
 """gptlib: the small GPT library behind the GPT Variants textbook.
 
-One module per idea the book teaches (see README.md): config, tokenizers (with bpe), attention,
-positional, layers, model, sampling, data, train (with checkpoint and train_cli), hf (with
-hf_families), finetune, scaling, inference, viz and interpret.
+One module per idea the book teaches (see README.md): config, tokenizers (with bpe), attention
+(with kv_cache), positional, layers, model, sampling, generation, data, train (with checkpoint
+and train_cli), hf (with hf_families), finetune, scaling, inference, viz and interpret.
 """
 
 from .config import GPTConfig
+from .generation import Generation
 from .model import GPT, GPTOutput
 
-__all__ = ["GPT", "GPTConfig", "GPTOutput"]
+__all__ = ["GPT", "GPTConfig", "GPTOutput", "Generation"]
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
 """Causal self-attention: multi-head, multi-query and grouped-query; dense, local-window and
-strided-sparse layouts; rotary or ALiBi positions; a key/value cache for generation.
+strided-sparse layouts; rotary or ALiBi positions; attending through a key/value cache
+(`KVCache`, kept in gptlib/kv_cache.py and importable from here).
 
 Taught in notebooks/04_attention.ipynb (the mechanism, MQA/GQA, the cache) and
 notebooks/05_positional_encodings.ipynb (rotary, ALiBi); the layouts are drawn in
@@ -9,14 +10,24 @@ notebooks/15_attention_maps.ipynb.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import GPTConfig
+from .kv_cache import KVCache, LayerCache, kv_cache_bytes, left_padding
 from .positional import Rotary, alibi_bias, alibi_slopes
+
+__all__ = [
+    "CausalSelfAttention",
+    "KVCache",
+    "LayerCache",
+    "attention_mask",
+    "explicit_attention",
+    "kv_cache_bytes",
+    "left_padding",
+]
 
 
 def attention_mask(
@@ -42,54 +53,6 @@ def attention_mask(
     if layout == "strided":
         return causal & ((distance < sparse_stride) | (distance % sparse_stride == 0))
     raise ValueError(f"unknown attention layout {layout!r}; use 'dense', 'local' or 'strided'")
-
-
-@dataclass
-class LayerCache:
-    """Keys and values of one layer for the tokens seen so far, with their positions."""
-
-    k: torch.Tensor | None = None  # (B, n_kv_head, T_cached, head_dim)
-    v: torch.Tensor | None = None
-    positions: torch.Tensor | None = None  # (T_cached,)
-
-    def append(
-        self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, keep_last: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.k is not None:
-            k = torch.cat([self.k, k], dim=2)
-            v = torch.cat([self.v, v], dim=2)
-            positions = torch.cat([self.positions, positions])
-        self.k, self.v, self.positions = k, v, positions
-        if keep_last is not None and self.k.size(2) > keep_last:
-            # A local window never looks further back than this, so the cache stays bounded.
-            self.k, self.v = self.k[:, :, -keep_last:], self.v[:, :, -keep_last:]
-            self.positions = self.positions[-keep_last:]
-        return k, v, positions
-
-
-@dataclass
-class KVCache:
-    """The per-layer caches of a model, and how many tokens have passed through it."""
-
-    n_layer: int
-    layers: list[LayerCache] = field(default_factory=list)
-    length: int = 0
-
-    def __post_init__(self) -> None:
-        self.layers = [LayerCache() for _ in range(self.n_layer)]
-
-    def num_cached(self) -> int:
-        """Key/value vectors held (summed over layers), per sequence and head."""
-        return sum(0 if c.k is None else c.k.size(2) for c in self.layers)
-
-
-def kv_cache_bytes(config: GPTConfig, n_tokens: int = 1, bytes_per_value: int = 2) -> int:
-    """Bytes a KV cache holds for n_tokens: a key and a value per layer, KV head and token.
-
-    Taught in notebooks/04_attention.ipynb. bytes_per_value=2 is 16-bit numbers. A local
-    window caps n_tokens at window_size in those layers; this counts every layer as dense.
-    """
-    return 2 * config.n_layer * config.n_kv_head * config.head_dim * n_tokens * bytes_per_value
 
 
 class CausalSelfAttention(nn.Module):
@@ -132,59 +95,97 @@ class CausalSelfAttention(nn.Module):
         cache: LayerCache | None = None,
         return_attention: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend over x (B, T, C) at `positions` (T,); returns (output, weights or None)."""
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [
-                self.n_head * self.head_dim,
-                self.n_kv_head * self.head_dim,
-                self.n_kv_head * self.head_dim,
-            ],
-            dim=-1,
-        )
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if self.rotary is not None:
-            q, k = self.rotary(q, k, positions)
-        k_pos = positions
-        if cache is not None:
-            keep = self.window_size if self.layout == "local" else None
-            k, v, k_pos = cache.append(k, v, positions, keep_last=keep)
-        if self.n_kv_head != self.n_head:  # each kv head serves a group of query heads
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        """Attend over x (B, T, C); returns (output (B, T, C), weights or None).
 
-        # Plain causal attention needs no mask tensor: without cached keys SDPA's is_causal
-        # masks the future, and one new token may attend to every cached key.
-        simple_causal = self.layout == "dense" and self.alibi_slopes is None
-        simple_causal = simple_causal and (k.size(2) == T or T == 1)
-        bias = None
-        if not simple_causal:
-            allowed = attention_mask(
-                self.layout, positions, k_pos, self.window_size, self.sparse_stride
-            )
-            bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-            bias = bias.masked_fill(~allowed, float("-inf"))
-            if self.alibi_slopes is not None:
-                bias = bias + alibi_bias(self.alibi_slopes, positions, k_pos).to(q.dtype)
+        positions (T,) are shared by every row; (B, T) gives each row its own, as in a
+        left-padded batch, where padding has negative positions and is never attended to.
+        cache holds the keys and values of earlier tokens and receives the new ones.
+        """
+        B, T, _ = x.shape
+        # [all q heads | all k heads | all v heads], each head_dim wide: (B, heads, T, hd)
+        q, k, v = (
+            self.qkv(x)
+            .view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
+            .transpose(1, 2)
+            .split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
+        )
+        if self.rotary is not None:
+            q, k = self._rotate(q, k, positions)
+        if cache is None:
+            keys, values = k, v
+        else:
+            window = self.window_size if self.layout == "local" else None
+            keys, values = cache.update(k, v, window, in_order=return_attention)
+        bias = self._bias(positions, cache, T, keys.size(2), q.dtype)
         dropout = self.dropout if self.training else 0.0
 
         if return_attention:
-            y, weights = explicit_attention(q, k, v, self.scale, bias, dropout)
+            if self.n_kv_head != self.n_head:  # each kv head serves a group of query heads
+                keys = keys.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+                values = values.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            y, weights = explicit_attention(q, keys, values, self.scale, bias, dropout)
         else:
             weights = None
             y = F.scaled_dot_product_attention(
                 q,
-                k,
-                v,
+                keys,
+                values,
                 attn_mask=bias,
                 dropout_p=dropout,
                 is_causal=bias is None and T > 1,
                 scale=self.scale,
+                enable_gqa=self.n_kv_head != self.n_head,  # no copies of the shared heads
             )
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.out_proj(y), weights
+
+    def _rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if positions.dim() == 1:
+            return self.rotary(q, k, positions)
+        B, T = positions.shape  # one angle per row and token: cos, sin (B, 1, T, rotary_dim)
+        cos, sin = (c.view(B, 1, T, -1) for c in self.rotary.cos_sin(positions.reshape(-1)))
+        return self.rotary.rotate(q, cos, sin), self.rotary.rotate(k, cos, sin)
+
+    def _bias(
+        self,
+        positions: torch.Tensor,
+        cache: LayerCache | None,
+        T: int,
+        n_keys: int,
+        dtype: torch.dtype,
+    ) -> torch.Tensor | None:
+        """Additive score bias (.., T, n_keys), or None when plain causal attention is right.
+
+        None needs no tensor at all: without cached keys SDPA's is_causal masks the future, one
+        new token may see every key a dense layer holds, and a local layer's rolling buffer
+        holds only keys inside the window. Padding keys of a left-padded batch get -inf.
+        """
+        padded = positions.dim() == 2
+        if self.alibi_slopes is None:
+            one_step = T == 1 and cache is not None
+            if not padded and (
+                (self.layout == "dense" and (one_step or n_keys == T))
+                or (self.layout == "local" and one_step and n_keys <= self.window_size)
+                or n_keys == T == 1
+            ):
+                return None
+            if padded and self.layout == "dense" and one_step:
+                return cache.padding_bias(dtype)
+        k_pos = positions if cache is None else cache.key_positions()
+        # Masks and ALiBi depend on distances only, which are the same in every row.
+        q_row, k_row = (positions[0], k_pos[0]) if padded else (positions, k_pos)
+        allowed = attention_mask(self.layout, q_row, k_row, self.window_size, self.sparse_stride)
+        if padded:
+            # Padding keys are hidden; a padding query sees itself, so its softmax stays finite.
+            itself = q_row[:, None] == k_row[None, :]
+            allowed = ((allowed & (k_pos >= 0)[:, None, :]) | itself)[:, None]  # (B, 1, T, n)
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=positions.device)
+        bias = bias.masked_fill(~allowed, float("-inf"))
+        if self.alibi_slopes is not None:
+            bias = bias + alibi_bias(self.alibi_slopes, q_row, k_row).to(dtype)
+        return bias
 
 
 def explicit_attention(

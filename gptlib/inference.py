@@ -7,8 +7,8 @@ Three tricks that change how a trained GPT is run, not what it computes (or bare
 - `quantize_int8` stores every linear layer's weight as int8 with one float scale per output
   channel (symmetric, weight-only): four times fewer bytes than float32 for those matrices,
   dequantized on the fly in `Int8Linear.forward`.
-- `generate_batched` generates for many prompts of different lengths by grouping equal-length
-  prompts into one batch each, because `GPT.generate` needs a rectangular (B, T) input.
+- `generate_batched` generates for many prompts of different lengths in one batch: padded on
+  the left, with an attention mask, so that every row equals its prompt generated alone.
 - `speculative_generate` lets a small draft model guess k tokens that the target checks in one
   forward pass (Leviathan et al. 2023; Chen et al. 2023). With greedy decoding its output is
   exactly the target's own greedy output; only the number of target passes changes.
@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .generation import left_pad
 from .model import GPT
+from .sampling import check_sampling_args
 
 __all__ = [
     "Int8Linear",
@@ -128,26 +130,38 @@ def model_bytes(model: nn.Module) -> int:
 def generate_batched(
     model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, **generate_kwargs
 ) -> list[list[int]]:
-    """Generate for prompts of any lengths: one `GPT.generate` call per group of equal length.
+    """Generate for prompts of any lengths in one left-padded batch; returns token-id lists.
 
-    Taught in notebooks/14_inference.ipynb. `GPT.generate` takes a (B, T) tensor, so every row
-    must have the same length; bucketing by length avoids padding (which would need an
-    attention mask and shifted positions). Returns each prompt followed by its new tokens, in
-    the order of prompts. generate_kwargs go to `GPT.generate` (temperature, seed, ...).
+    Taught in notebooks/14_inference.ipynb. The prompts are padded on the left
+    (`gptlib.generation.left_pad`) and run as one `GPT.generate` call with their
+    attention_mask, so each row's positions count from its own first token; with greedy
+    decoding every row equals its prompt generated alone. Returns each prompt followed by its
+    new tokens (a row that met eos_token_id or a stop sequence ends there), in the order of
+    prompts. generate_kwargs go to `GPT.generate` (temperature, seed, eos_token_id, stop, ...);
+    settings are checked as `gptlib.sampling.check_sampling_args` does, also for no prompts.
     """
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token; start empty prompts with a BOS id")
-    buckets: dict[int, list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        buckets.setdefault(len(prompt), []).append(i)
+    for name in ("attention_mask", "return_logprobs"):
+        if name in generate_kwargs:
+            raise TypeError(f"generate_batched sets {name} itself; call GPT.generate for it")
+    check_sampling_args(
+        generate_kwargs.get("temperature", 1.0),
+        generate_kwargs.get("top_k"),
+        generate_kwargs.get("top_p"),
+        max_new_tokens=max_new_tokens,
+    )
+    if len(prompts) == 0:
+        return []
     device = next(model.parameters()).device
-    out: list[list[int]] = [[] for _ in prompts]
-    for rows in buckets.values():
-        idx = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long, device=device)
-        result = model.generate(idx, max_new_tokens, **generate_kwargs)
-        for i, row in zip(rows, result.tolist(), strict=True):
-            out[i] = row
-    return out
+    idx, mask = left_pad(prompts, device=device)
+    result = model.generate(
+        idx, max_new_tokens, attention_mask=mask, return_logprobs=True, **generate_kwargs
+    )
+    pad = idx.size(1) - mask.sum(dim=1)
+    ends = idx.size(1) + result.new_lengths
+    return [
+        row[start:end]
+        for row, start, end in zip(result.ids.tolist(), pad.tolist(), ends.tolist(), strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------- speculative decoding

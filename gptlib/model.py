@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import KVCache
+from . import generation
+from .attention import KVCache, left_padding
 from .config import GPTConfig
 from .layers import Block, make_norm
 from .positional import LearnedPositions, SinusoidalPositions
-from .sampling import check_sampling_args, sample_next
+from .sampling import check_integer
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 RESIDUAL_OUTPUTS = ("attn.out_proj.weight", "fc_out.weight")  # layers that write to the residual
@@ -48,6 +49,9 @@ POSITIONS: dict[str, Callable[[GPTConfig], nn.Module | None]] = {
 
 class GPT(nn.Module):
     """A decoder-only transformer language model; `GPTConfig` decides which GPT it is."""
+
+    # (head weight, its version, weight transposed) while generation lends one to forward
+    _transposed_head: tuple[nn.Parameter, int, torch.Tensor] | None = None
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -75,11 +79,19 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         return_attention: bool = False,
         kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int | None = None,
     ) -> GPTOutput:
         """Logits for every position of idx (B, T); the loss if targets are given.
 
         return_attention=True uses the explicit attention path and returns every layer's
-        weights. kv_cache continues a sequence whose earlier tokens are already in the cache.
+        weights. kv_cache continues a sequence whose earlier tokens are already in the cache
+        (notebooks/04_attention.ipynb). attention_mask (B, T_cached + T), 1 for a real token
+        and 0 for left padding as in transformers, lets prompts of different lengths share a
+        batch: each row's positions count from its first real token and no token attends to
+        padding (notebooks/14_inference.ipynb); a cache remembers the padding of its first
+        call. logits_to_keep=n returns the logits of the last n positions only (generation
+        needs just the last one).
         """
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(
@@ -87,22 +99,21 @@ class GPT(nn.Module):
                 f"{idx.dtype}; wrap a single sequence as idx[None]"
             )
         B, T = idx.shape
-        start = kv_cache.length if kv_cache is not None else 0
-        if self.config.position == "learned" and start + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of length {start + T} is longer than block_size="
-                f"{self.config.block_size}, and learned positions stop there; crop the input to "
-                "its last block_size tokens (generate does this) or use a config with rotary/ALiBi"
-            )
         if T and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
             raise ValueError(
                 f"token ids must be in [0, {self.config.vocab_size}), got min {int(idx.min())} "
                 f"max {int(idx.max())}; does the tokenizer match the model's vocab_size?"
             )
-        positions = torch.arange(start, start + T, device=idx.device)
+        start = kv_cache.length if kv_cache is not None else 0
+        pad = None if attention_mask is None else left_padding(attention_mask, (B, start + T))
+        positions = self._positions(B, T, idx.device, kv_cache, pad)
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
+            if positions.dim() == 1:
+                x = x + self.pos_emb(positions)
+            else:  # padding (negative positions) borrows position 0: nothing attends to it
+                flat = self.pos_emb(positions.clamp(min=0).reshape(-1))
+                x = x + flat.view(*positions.shape, -1)
         x = self.drop(x)
         attentions = []
         for i, block in enumerate(self.blocks):
@@ -111,7 +122,10 @@ class GPT(nn.Module):
             attentions.append(weights)
         if kv_cache is not None:
             kv_cache.length += T
-        logits = self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
+        if logits_to_keep is not None:
+            x = x[:, -check_integer("logits_to_keep", logits_to_keep, 1, "an integer >= 1") :]
+        logits = self._logits(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
@@ -119,64 +133,57 @@ class GPT(nn.Module):
             )
         return GPTOutput(logits, loss, tuple(attentions) if return_attention else None)
 
-    # ------------------------------------------------------------------ generation
-    def generate(
+    def _positions(
         self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        eos_token_id: int | None = None,
+        B: int,
+        T: int,
+        device: torch.device,
+        kv_cache: KVCache | None = None,
+        pad: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Extend idx (B, T) by up to max_new_tokens tokens; returns (B, T + new).
+        """Positions of T new tokens: (T,), or (B, T) counted from each row's first real token.
 
-        temperature=0 picks the most likely token (greedy). seed or generator makes sampling
-        reproducible. use_cache keeps every layer's keys and values so each step processes
-        one token; without it each step re-reads the whole sequence. A model with learned
-        positions only sees its last block_size tokens. Generation stops early once every
-        row has produced eos_token_id.
+        pad (B,) is the left padding of each row (None: none, or what kv_cache recorded).
+        Padding gets negative positions, which attention treats as "not a token".
         """
-        check_sampling_args(temperature, top_k, top_p)
-        if seed is not None and generator is not None:
-            raise ValueError("pass seed or generator, not both")
-        if seed is not None:
-            generator = torch.Generator(device=idx.device).manual_seed(seed)
-        was_training = self.training
-        self.eval()
-        limit = self.config.block_size if self.config.position == "learned" else None
-        cache = KVCache(self.config.n_layer) if use_cache else None
-        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        step_input = idx
-        # inference_mode, unlike no_grad, also skips autograd's version counters: each step
-        # costs less. Its tensors cannot enter autograd later, hence the clone on return.
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                if (
-                    cache is not None
-                    and limit is not None
-                    and cache.length + step_input.size(1) > limit
-                ):
-                    # The window must slide: fall back to re-reading the last block_size tokens.
-                    cache = None
-                if cache is None:
-                    context = idx if limit is None else idx[:, -limit:]
-                    logits = self(context).logits[:, -1]
-                else:
-                    logits = self(step_input, kv_cache=cache).logits[:, -1]
-                next_id = sample_next(logits, temperature, top_k, top_p, generator)
-                if eos_token_id is not None:
-                    next_id = next_id.masked_fill(finished[:, None], eos_token_id)
-                    finished |= next_id.squeeze(1) == eos_token_id
-                idx = torch.cat([idx, next_id], dim=1)
-                step_input = next_id
-                if eos_token_id is not None and bool(finished.all()):
-                    break
-        self.train(was_training)
-        return idx.clone()
+        start = 0
+        if kv_cache is not None:
+            if kv_cache.n_layer != self.config.n_layer:
+                raise ValueError(
+                    f"kv_cache has {kv_cache.n_layer} layers, the model {self.config.n_layer}; "
+                    "make it with KVCache(model.config.n_layer)"
+                )
+            start = kv_cache.length
+            if pad is None and start:
+                pad = kv_cache.pad
+        longest = start + T - (0 if pad is None else int(pad.min()))
+        if self.config.position == "learned" and longest > self.config.block_size:
+            raise ValueError(
+                f"sequence of length {longest} is longer than block_size="
+                f"{self.config.block_size}, and learned positions stop there; crop the input to "
+                "its last block_size tokens (generate does this) or use a config with rotary/ALiBi"
+            )
+        if kv_cache is not None:
+            pad = kv_cache.reserve(B, T, pad)
+        elif pad is not None and not bool(pad.any()):
+            pad = None  # no row is padded
+        positions = torch.arange(start, start + T, device=device)
+        return positions if pad is None else positions[None, :] - pad[:, None]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """lm_head(hidden); with the transposed copy generation lends, while the weight is unchanged."""
+        lent = self._transposed_head
+        if lent is not None and lent[0] is self.lm_head.weight and lent[1] == lent[0]._version:
+            flat = hidden.reshape(-1, hidden.size(-1))
+            bias = self.lm_head.bias
+            logits = flat @ lent[2] if bias is None else torch.addmm(bias, flat, lent[2])
+            return logits.view(*hidden.shape[:-1], -1)
+        return self.lm_head(hidden)
+
+    # ------------------------------------------------------------------ generation
+    # model.generate(idx, max_new_tokens, temperature=..., ...): the decoding loop, with the
+    # KV cache, left-padded batches, stop sequences and log-probabilities, is in generation.py.
+    generate = generation.generate
 
     # ------------------------------------------------------------------ bookkeeping
     def num_params(self, non_embedding: bool = False) -> int:

@@ -16,7 +16,6 @@ from gptlib import GPT, GPTConfig
 from gptlib.attention import (
     CausalSelfAttention,
     KVCache,
-    LayerCache,
     attention_mask,
     explicit_attention,
     kv_cache_bytes,
@@ -180,15 +179,6 @@ def test_cache_holds_n_kv_head_heads_and_its_size_follows_the_config(n_kv_head):
     assert cache.num_cached() == 3 * 6
     held = sum(t.numel() for layer in cache.layers for t in (layer.k, layer.v))
     assert held == 2 * config.n_layer * n_kv_head * config.head_dim * 6 * 2
-
-
-def test_layer_cache_keeps_only_the_last_positions_when_asked():
-    cache = LayerCache()
-    for start in range(0, 10, 2):
-        k = torch.full((1, 1, 2, 4), float(start))
-        cache.append(k, k.clone(), torch.arange(start, start + 2), keep_last=3)
-    assert cache.k.size(2) == 3
-    assert torch.equal(cache.positions, torch.tensor([7, 8, 9]))
 
 
 def test_kv_cache_bytes_counts_what_the_cache_holds() -> None:
