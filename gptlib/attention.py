@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GPTConfig
-from .positional import Rotary, alibi_bias, alibi_slopes
+from .positional import Float32Buffers, Rotary, alibi_bias, alibi_slopes
 
 
 def attention_mask(
@@ -92,12 +92,15 @@ def kv_cache_bytes(config: GPTConfig, n_tokens: int = 1, bytes_per_value: int = 
     return 2 * config.n_layer * config.n_kv_head * config.head_dim * n_tokens * bytes_per_value
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(Float32Buffers):
     """Masked self-attention in which n_head query heads share n_kv_head key/value heads.
 
     n_kv_head == n_head is classic multi-head attention, 1 is multi-query attention (MQA),
     anything in between grouped-query attention (GQA). The projections of q, k and v are one
-    fused linear layer; its output is [all q heads | all k heads | all v heads].
+    fused linear layer; its output is [all q heads | all k heads | all v heads]. In a bfloat16
+    or float16 model the ALiBi slopes stay float32 (see `Float32Buffers`) and the softmax is
+    computed in float32 (explicitly on the return_attention path; SDPA accumulates it in
+    float32 too).
     """
 
     def __init__(self, config: GPTConfig, layer: int = 0) -> None:
