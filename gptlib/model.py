@@ -6,6 +6,7 @@ One class serves every variant; the differences live in `GPTConfig`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,13 +20,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVCache
-from .config import GPTConfig
+from .config import CONFIG_FORMAT, GPTConfig
 from .layers import Block, make_norm
 from .positional import LearnedPositions, SinusoidalPositions
 from .sampling import check_sampling_args, sample_next
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 RESIDUAL_OUTPUTS = ("attn.out_proj.weight", "fc_out.weight")  # layers that write to the residual
+# A target equal to one of these is ignored by the loss: -100 is PyTorch's and transformers'
+# ignore_index, -1 the value gptlib's own batches (finetune.collate) have always used.
+IGNORE_INDEX = -100
+IGNORE_VALUES = (IGNORE_INDEX, -1)
 
 
 @dataclass
@@ -33,8 +38,54 @@ class GPTOutput:
     """What `GPT.forward` returns."""
 
     logits: torch.Tensor  # (B, T, vocab_size)
-    loss: torch.Tensor | None = None  # mean cross-entropy over targets that are not -1
+    # float32 mean cross-entropy over the targets that are not ignored (-100 or -1); when all
+    # are ignored, a zero that keeps the autograd graph (see cross_entropy_loss)
+    loss: torch.Tensor | None = None
     attentions: tuple[torch.Tensor, ...] | None = None  # n_layer x (B, n_head, T, T_keys)
+
+
+def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy, in float32, of logits (..., V) against integer targets (...).
+
+    Taught in notebooks/02_first_gpt.ipynb (the training loss). A target of -100 (PyTorch's and
+    transformers' ignore_index) or -1 (gptlib's batches) leaves its position out of the mean.
+    When every target is ignored the loss is a zero that keeps the autograd graph (the sum over
+    no positions), so backward() and an optimizer step run and change nothing, where a mean
+    over no positions would be NaN and fill the weights with NaN. The logits are cast to
+    float32 first, so a bfloat16 or float16 model still gets a float32 loss. Raises TypeError
+    for targets that are not an integer tensor, ValueError for a shape other than
+    logits.shape[:-1] or a target outside [0, V) that is not an ignore value.
+    """
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(
+            f"targets must be a tensor of token ids, got {type(targets).__name__}; "
+            "wrap a list with torch.tensor(...)"
+        )
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be an integer tensor (torch.long), got {targets.dtype}")
+    vocab_size = logits.size(-1)
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"targets have shape {tuple(targets.shape)}, but the logits need one target per "
+            f"position, shape {tuple(logits.shape[:-1])}"
+        )
+    targets = targets.long()
+    ignored = (targets == IGNORE_VALUES[0]) | (targets == IGNORE_VALUES[1])
+    bad = ~ignored & ((targets < 0) | (targets >= vocab_size))
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"target {int(targets[where])} at position {where} is outside [0, {vocab_size}), "
+            "the logits' classes (a language model's vocabulary); use -100 (or -1) to ignore "
+            "a position"
+        )
+    total = F.cross_entropy(
+        logits.reshape(-1, vocab_size).float(),
+        targets.masked_fill(ignored, IGNORE_INDEX).reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return total / (~ignored).sum().clamp(min=1)
 
 
 POSITIONS: dict[str, Callable[[GPTConfig], nn.Module | None]] = {
@@ -78,9 +129,18 @@ class GPT(nn.Module):
     ) -> GPTOutput:
         """Logits for every position of idx (B, T); the loss if targets are given.
 
-        return_attention=True uses the explicit attention path and returns every layer's
-        weights. kv_cache continues a sequence whose earlier tokens are already in the cache.
+        targets (B, T) are the next token of each position; -100 (PyTorch's ignore_index) or
+        -1 leaves a position out of the loss, see `cross_entropy_loss` (which also says what
+        an all-ignored batch gives). return_attention=True uses the explicit attention path and
+        returns every layer's weights. kv_cache continues a sequence whose earlier tokens are
+        already in the cache. Raises TypeError or ValueError for idx that is not an integer
+        (B, T) tensor of ids in [0, vocab_size), and for targets of another shape or dtype.
         """
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(
+                f"idx must be a tensor of token ids, got {type(idx).__name__}; wrap a list of "
+                "ids with torch.tensor([ids])"
+            )
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(
                 f"idx must be an integer tensor of shape (batch, time), got {tuple(idx.shape)} "
@@ -101,8 +161,10 @@ class GPT(nn.Module):
             )
         positions = torch.arange(start, start + T, device=idx.device)
         x = self.tok_emb(idx)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
+        if self.config.scale_embeddings:  # Vaswani et al. 2017, §3.4
+            x = x * math.sqrt(self.config.n_embd)
+        if self.pos_emb is not None:  # a float32 table joins the model's dtype
+            x = x + self.pos_emb(positions).to(x.dtype)
         x = self.drop(x)
         attentions = []
         for i, block in enumerate(self.blocks):
@@ -112,11 +174,7 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.length += T
         logits = self.lm_head(self.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
-            )
+        loss = None if targets is None else cross_entropy_loss(logits, targets)
         return GPTOutput(logits, loss, tuple(attentions) if return_attention else None)
 
     # ------------------------------------------------------------------ generation
@@ -215,46 +273,103 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ saving and loading
     def save(self, path: str | os.PathLike) -> Path:
-        """Write path/config.json and path/model.safetensors, each atomically (no pickle)."""
-        from safetensors.torch import save_file
+        """Write path/config.json and path/model.safetensors, each atomically (no pickle).
+
+        config.json holds the GPTConfig's fields plus "format_version" (CONFIG_FORMAT) and
+        "model_sha256", the sha256 of the model.safetensors written beside it, which `load`
+        verifies. A tied head is stored once, as tok_emb.weight; raises ValueError if the
+        config says tied but lm_head.weight no longer equals the embedding (it would be lost).
+        """
+        from safetensors.torch import save
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        head, embedding = self.lm_head.weight, self.tok_emb.weight
+        if (
+            self.config.tie_embeddings
+            and head is not embedding
+            and not torch.equal(head, embedding)
+        ):
+            raise ValueError(
+                "config.tie_embeddings is True, but lm_head.weight is no longer the token "
+                "embedding, so saving would lose it; re-tie them (model.lm_head.weight = "
+                "model.tok_emb.weight) or make the model with tie_embeddings=False"
+            )
         state = {
             name: tensor.detach().contiguous().cpu()
             for name, tensor in self.state_dict().items()
             if not (self.config.tie_embeddings and name == "lm_head.weight")
         }
-        _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-        config_text = json.dumps(self.config.to_dict(), indent=2)
+        data = save(state)
+        _atomic_write(path / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
+        saved = {
+            "format_version": CONFIG_FORMAT,
+            "model_sha256": hashlib.sha256(data).hexdigest(),
+            **self.config.to_dict(),
+        }
+        config_text = json.dumps(saved, indent=2)
         _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config_text))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GPT:
-        """Load a model written by `save`."""
+        """Load a model written by `save` (or by `python -m gptlib.train`), in eval mode.
+
+        Taught in notebooks/02_first_gpt.ipynb. Accepts a folder holding gptlib's config.json
+        and model.safetensors. The config must have every field of its format: a file without
+        "format_version" is format 1 (written before versions were recorded), and a field
+        added in a later format takes the value that reproduces the older files (see
+        gptlib.config.ADDED_FIELDS); any other missing field is an error that names it. From
+        format 2 on, the sha256 of model.safetensors must equal the one recorded in
+        config.json. Weights come back in float32 on map_location. A Hugging Face checkpoint
+        folder is refused with a pointer to `GPT.from_pretrained`. Raises FileNotFoundError
+        for a missing file and ValueError naming the file for anything malformed.
+        """
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         path = Path(path)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (path / name).is_file():
-                raise FileNotFoundError(
-                    f"{path / name} is missing; a gptlib checkpoint folder holds {CONFIG_FILE} and "
-                    f"{WEIGHTS_FILE} (written by GPT.save or `python -m gptlib.train`)"
+        config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"{config_path} is missing; a gptlib checkpoint folder holds {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE} (written by GPT.save or `python -m gptlib.train`)"
+            )
+        try:
+            saved = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{config_path} is not valid JSON ({err}); re-save it") from err
+        if isinstance(saved, dict) and "model_type" in saved:
+            raise ValueError(
+                f"{path} holds a Hugging Face checkpoint (model_type {saved['model_type']!r}), "
+                "not one written by GPT.save; load it with GPT.from_pretrained(path)"
+            )
+        try:
+            config = GPTConfig.from_dict(saved)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{config_path}: {err}") from None
+        if not weights_path.is_file():
+            raise FileNotFoundError(
+                f"{weights_path} is missing; a gptlib checkpoint folder holds {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE} (written by GPT.save or `python -m gptlib.train`)"
+            )
+        data = weights_path.read_bytes()
+        if "model_sha256" in saved or saved.get("format_version", 1) >= 2:
+            recorded, actual = saved.get("model_sha256"), hashlib.sha256(data).hexdigest()
+            if recorded != actual:
+                raise ValueError(
+                    f"{weights_path} has sha256 {actual}, but {config_path} records "
+                    f"{recorded}: the weights are corrupt, or were changed after saving (or come "
+                    "from another save); restore both files from the same save, or retrain"
                 )
         try:
-            config = GPTConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save it") from err
-        try:
-            state = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
+            state = load(data)
         except (SafetensorError, OSError) as err:
             raise ValueError(
-                f"{path / WEIGHTS_FILE} is corrupt or truncated ({err}); re-save or retrain it"
+                f"{weights_path} is corrupt or truncated ({err}); re-save or retrain it"
             ) from err
-        model = cls(config).to(map_location)
-        if config.tie_embeddings:
+        model = cls(config)
+        if config.tie_embeddings and "tok_emb.weight" in state:
             state["lm_head.weight"] = state["tok_emb.weight"]
         expected = model.state_dict()
         problems = [f"missing {name}" for name in expected if name not in state]
@@ -266,19 +381,21 @@ class GPT(nn.Module):
         ]
         if problems:
             raise ValueError(
-                f"{path / WEIGHTS_FILE} does not match {path / CONFIG_FILE}: "
+                f"{weights_path} does not match {config_path}: "
                 + "; ".join(problems[:5])
                 + ("; ..." if len(problems) > 5 else "")
                 + ". Were the two files written by different runs?"
             )
         model.load_state_dict(state)
-        return model.eval()
+        return model.to(map_location).eval()
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str, **kwargs) -> GPT:
+    def from_pretrained(cls, path_or_id: str | os.PathLike, **kwargs) -> GPT:
         """Load a Hugging Face checkpoint (a local folder, or a hub id when online).
 
-        See gptlib/hf.py and notebooks/A_pretrained_weights.ipynb.
+        Taught in notebooks/A_pretrained_weights.ipynb; `gptlib.hf.load_hf_checkpoint` says
+        what it accepts (keyword arguments go there). A folder written by `GPT.save` is
+        refused with a pointer to `GPT.load`.
         """
         from .hf import load_hf_checkpoint
 
