@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import GPT, cross_entropy_loss
+from .loss import cross_entropy_loss
+from .model import GPT
 
 __all__ = ["ClassifierBatch", "ClassifierOutput", "SequenceClassifier", "collate", "gpt1_input"]
 
@@ -108,7 +109,7 @@ class SequenceClassifier(nn.Module):
 
     Taught in notebooks/07_gpt1.ipynb. `lm_weight` is λ of L3 = L2 + λ·L1 (GPT-1 uses 0.5;
     0 turns the auxiliary objective off); `dropout` is applied before the head (GPT-1: 0.1).
-    Both losses are `gptlib.model.cross_entropy_loss`: a label or LM target of -100 or -1 is
+    Both losses are `gptlib.loss.cross_entropy_loss`: a label or LM target of -100 or -1 is
     ignored, and a batch whose LM targets are all ignored (inputs of only special tokens) has
     an LM loss of zero that keeps the graph, never NaN.
     """

@@ -245,7 +245,8 @@ def resolve_checkpoint(
     """
     if not isinstance(path_or_id, (str, os.PathLike)):
         raise TypeError(
-            f"pass a checkpoint folder or a hub id as a string or Path, got {type(path_or_id).__name__}"
+            "pass a checkpoint folder or a hub id as a string or Path, got "
+            f"{type(path_or_id).__name__}"
         )
     path = Path(path_or_id).expanduser()
     if path.is_dir():

@@ -16,21 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVCache
 from .config import CONFIG_FORMAT, GPTConfig
 from .layers import Block, make_norm
+from .loss import cross_entropy_loss
 from .positional import LearnedPositions, SinusoidalPositions
 from .sampling import check_sampling_args, sample_next
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 RESIDUAL_OUTPUTS = ("attn.out_proj.weight", "fc_out.weight")  # layers that write to the residual
-# A target equal to one of these is ignored by the loss: -100 is PyTorch's and transformers'
-# ignore_index, -1 the value gptlib's own batches (finetune.collate) have always used.
-IGNORE_INDEX = -100
-IGNORE_VALUES = (IGNORE_INDEX, -1)
 
 
 @dataclass
@@ -42,50 +38,6 @@ class GPTOutput:
     # are ignored, a zero that keeps the autograd graph (see cross_entropy_loss)
     loss: torch.Tensor | None = None
     attentions: tuple[torch.Tensor, ...] | None = None  # n_layer x (B, n_head, T, T_keys)
-
-
-def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy, in float32, of logits (..., V) against integer targets (...).
-
-    Taught in notebooks/02_first_gpt.ipynb (the training loss). A target of -100 (PyTorch's and
-    transformers' ignore_index) or -1 (gptlib's batches) leaves its position out of the mean.
-    When every target is ignored the loss is a zero that keeps the autograd graph (the sum over
-    no positions), so backward() and an optimizer step run and change nothing, where a mean
-    over no positions would be NaN and fill the weights with NaN. The logits are cast to
-    float32 first, so a bfloat16 or float16 model still gets a float32 loss. Raises TypeError
-    for targets that are not an integer tensor, ValueError for a shape other than
-    logits.shape[:-1] or a target outside [0, V) that is not an ignore value.
-    """
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(
-            f"targets must be a tensor of token ids, got {type(targets).__name__}; "
-            "wrap a list with torch.tensor(...)"
-        )
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(f"targets must be an integer tensor (torch.long), got {targets.dtype}")
-    vocab_size = logits.size(-1)
-    if targets.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"targets have shape {tuple(targets.shape)}, but the logits need one target per "
-            f"position, shape {tuple(logits.shape[:-1])}"
-        )
-    targets = targets.long()
-    ignored = (targets == IGNORE_VALUES[0]) | (targets == IGNORE_VALUES[1])
-    bad = ~ignored & ((targets < 0) | (targets >= vocab_size))
-    if bool(bad.any()):
-        where = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(
-            f"target {int(targets[where])} at position {where} is outside [0, {vocab_size}), "
-            "the logits' classes (a language model's vocabulary); use -100 (or -1) to ignore "
-            "a position"
-        )
-    total = F.cross_entropy(
-        logits.reshape(-1, vocab_size).float(),
-        targets.masked_fill(ignored, IGNORE_INDEX).reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return total / (~ignored).sum().clamp(min=1)
 
 
 POSITIONS: dict[str, Callable[[GPTConfig], nn.Module | None]] = {
@@ -102,6 +54,12 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(
+                f"GPT takes a GPTConfig, got {type(config).__name__}; build one with "
+                "GPTConfig.from_preset(name, ...) or GPTConfig(...)"
+            )
+        config.validate()  # a field may have been changed since the config was made
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = POSITIONS[config.position](config)
@@ -130,11 +88,12 @@ class GPT(nn.Module):
         """Logits for every position of idx (B, T); the loss if targets are given.
 
         targets (B, T) are the next token of each position; -100 (PyTorch's ignore_index) or
-        -1 leaves a position out of the loss, see `cross_entropy_loss` (which also says what
-        an all-ignored batch gives). return_attention=True uses the explicit attention path and
-        returns every layer's weights. kv_cache continues a sequence whose earlier tokens are
-        already in the cache. Raises TypeError or ValueError for idx that is not an integer
-        (B, T) tensor of ids in [0, vocab_size), and for targets of another shape or dtype.
+        -1 leaves a position out of the loss; see `gptlib.loss.cross_entropy_loss`, which also
+        says what an all-ignored batch gives. return_attention=True uses the explicit attention
+        path and returns every layer's weights. kv_cache continues a sequence whose earlier
+        tokens are already in the cache. Raises TypeError or ValueError for idx that is not an
+        integer (B, T) tensor of ids in [0, vocab_size), and for targets of another shape or
+        dtype.
         """
         if not isinstance(idx, torch.Tensor):
             raise TypeError(

@@ -448,3 +448,12 @@ def test_a_reduced_precision_model_saves_and_loads_exactly_in_float32(tmp_path):
     loaded = GPT.load(tmp_path)
     assert loaded.tok_emb.weight.dtype == torch.float32
     torch.testing.assert_close(loaded.tok_emb.weight, model.tok_emb.weight.float(), rtol=0, atol=0)
+
+
+def test_gpt_takes_a_valid_gptconfig():
+    with pytest.raises(TypeError, match="GPT takes a GPTConfig, got dict"):
+        GPT({"n_layer": 2})
+    config = GPTConfig.from_preset("gpt2", **TINY)
+    config.tie_embeddings = "no"  # changed after the config was checked
+    with pytest.raises(TypeError, match="tie_embeddings='no'"):
+        GPT(config)
