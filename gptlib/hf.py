@@ -27,12 +27,15 @@ from typing import Any
 
 import torch
 
+from .attention import attention_mask
 from .config import GPTConfig
 from .hf_families import FAMILIES, Checkpoint, resolve_aliases
 from .model import GPT
+from .positional import Rotary
 
 __all__ = [
     "FAMILIES",
+    "check_recomputed",
     "convert_hf_state_dict",
     "hf_config_to_gpt",
     "load_hf_checkpoint",
@@ -82,6 +85,8 @@ def convert_hf_state_dict(
                 )
         if "lm_head.bias" in wanted:  # GPT-J's head keeps its own bias when tied
             state["lm_head.bias"] = ckpt.take(f"{head}.bias")
+    for name in ckpt.recomputed():
+        check_recomputed(name, ckpt.take(name), config, model_type)
     unused, missing = ckpt.leftovers(), sorted(wanted - set(state))
     if unused:
         raise ValueError(
@@ -92,6 +97,38 @@ def convert_hf_state_dict(
     if missing:
         raise ValueError(f"the {model_type} mapping leaves {missing[:4]} unset")
     return state
+
+
+def check_recomputed(name: str, tensor: torch.Tensor, config: GPTConfig, model_type: str) -> None:
+    """Raise ValueError unless a buffer an older checkpoint saved equals what gptlib computes.
+
+    A causal mask (1, 1, N, N) must be the layer's own mask (local layers: the window); a
+    masked-score fill value must be <= -1e4 (exp of it is 0, as masking gives); rotary
+    frequencies must be the config's (to 1e-3, as a file may hold them in float16).
+    """
+    found = re.search(r"\.(\d+)\.", name)
+    layer = int(found.group(1)) if found else 0
+    if name.endswith("masked_bias"):
+        ours, same = "a fill value <= -1e4", tensor.numel() == 1 and float(tensor) <= -1e4
+    elif name.endswith("inv_freq"):
+        rotary = config.position == "rotary"
+        freq = Rotary(config.rotary_dim, config.rotary_base, config.rotary_pairing).inv_freq
+        ours = f"rotary frequencies {freq.tolist()}" if rotary else "no rotary embedding"
+        same = rotary and tensor.shape == freq.shape and torch.allclose(tensor.float(), freq, 1e-3)
+    else:
+        n = tensor.shape[-1] if tensor.dim() == 4 else 0
+        layout = config.layer_layout(layer)
+        ours = f"the causal mask of a {layout!r} layer"
+        positions = torch.arange(n)
+        mask = attention_mask(
+            layout, positions, positions, config.window_size, config.sparse_stride
+        )
+        same = n > 0 and tensor.shape[:3] == (1, 1, n) and torch.equal(tensor[0, 0].bool(), mask)
+    if not same:
+        raise ValueError(
+            f"{model_type} checkpoint stores {name}, which is not what gptlib computes in its "
+            f"place ({ours}); config.json and the weights disagree, and gptlib will not drop it"
+        )
 
 
 # ------------------------------------------------------------------------------ files

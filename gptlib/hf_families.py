@@ -17,8 +17,9 @@ import torch
 
 from .config import GPTConfig
 
-# Buffers that older checkpoints saved beside the weights (causal masks, rotary frequencies);
-# gptlib recomputes them, so they are skipped instead of being reported as unused.
+# Buffers that older checkpoints saved beside the weights (causal masks, the fill value of
+# masked scores, rotary frequencies); gptlib recomputes them, so each is checked against what
+# gptlib computes in its place (gptlib.hf.check_recomputed) instead of being loaded.
 IGNORED_TENSORS = re.compile(
     r"(\.attn(\.attention)?\.(masked_)?bias|\.attention\.(masked_)?bias|rotary_emb\.inv_freq)$"
 )
@@ -207,8 +208,9 @@ def _gpt2_config(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _openai_config(hf: dict[str, Any]) -> dict[str, Any]:
-    # transformers' GPT-1 maps afn="gelu" to the tanh approximation, as OpenAI's code did.
-    table = {**HF_ACTIVATIONS, "gelu": "gelu_tanh"}
+    # transformers' GPT-1 knows four names (its ACT_FNS) and maps afn="gelu" to the tanh
+    # approximation, as OpenAI's code did.
+    table = {"gelu": "gelu_tanh", "relu": "relu", "silu": "silu", "swish": "silu"}
     return dict(
         _sizes(hf, GPT2_SIZES, "layer_norm_epsilon", 1e-5),
         d_ff=4 * hf["n_embd"],
@@ -366,6 +368,10 @@ class Checkpoint:
 
     def leftovers(self) -> list[str]:
         return sorted(name for name in self.tensors if not IGNORED_TENSORS.search(name))
+
+    def recomputed(self) -> list[str]:
+        """The saved buffers that gptlib recomputes (see IGNORED_TENSORS)."""
+        return sorted(name for name in self.tensors if IGNORED_TENSORS.search(name))
 
 
 # A filler moves checkpoint tensors `theirs` into our module `ours`; `wanted` is our model's

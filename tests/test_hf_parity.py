@@ -548,3 +548,36 @@ def test_a_string_that_looks_like_a_path_is_never_looked_up_online(
         GPT.from_pretrained(path)
     with pytest.raises(FileNotFoundError, match="never looked up online"):
         resolve_checkpoint(Path("org/name"))  # a Path is always a local path
+
+
+def test_saved_buffers_are_dropped_only_if_gptlib_computes_the_same(
+    pairs: dict, tmp_path: Path
+) -> None:
+    """Older checkpoints stored causal masks, their fill value and rotary frequencies."""
+    hf, ours = pairs["gpt-neo-window-shorter-than-sequence"]  # layers: global, local, local
+    hf.save_pretrained(tmp_path / "neo")
+    causal = torch.ones(64, 64).tril().bool()
+    local = causal ^ torch.ones(64, 64).tril(-8).bool()  # transformers' window of 8
+    masks = {f"transformer.h.{i}.attn.attention.bias": m[None, None].clone()
+             for i, m in enumerate((causal, local, local))}  # fmt: skip
+    _rewrite_tensors(tmp_path / "neo", **masks,
+                     **{"transformer.h.0.attn.attention.masked_bias": torch.tensor(-1e9)})  # fmt: skip
+    idx = _tokens()
+    with torch.no_grad():
+        loaded = GPT.from_pretrained(tmp_path / "neo")
+        torch.testing.assert_close(loaded(idx).logits, ours(idx).logits, rtol=0, atol=0)
+    _rewrite_tensors(
+        tmp_path / "neo", **{"transformer.h.1.attn.attention.bias": causal[None, None]}
+    )
+    with pytest.raises(ValueError, match=r"h\.1\.attn\.attention\.bias, which is not .* 'local'"):
+        GPT.from_pretrained(tmp_path / "neo")
+
+    hf, ours = pairs["gpt-neox-serial-no-bias"]  # rotary on 8 of 16 dimensions, base 10000
+    hf.save_pretrained(tmp_path / "neox")
+    name = "gpt_neox.layers.0.attention.rotary_emb.inv_freq"
+    freq = ours.blocks[0].attn.rotary.inv_freq
+    _rewrite_tensors(tmp_path / "neox", **{name: freq.half()})
+    GPT.from_pretrained(tmp_path / "neox")
+    _rewrite_tensors(tmp_path / "neox", **{name: freq * 2})
+    with pytest.raises(ValueError, match=r"rotary_emb\.inv_freq, which is not .*\(rotary frequencies"):
+        GPT.from_pretrained(tmp_path / "neox")
