@@ -347,6 +347,10 @@ def load_hf_checkpoint(
     field, naming a weight file for a malformed or unreadable file, and naming the tensor
     for weights that do not fit the config.
     """
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}"
+        )
     folder = resolve_checkpoint(path_or_id, revision, local_files_only)
     hf = read_hf_config(folder)
     try:

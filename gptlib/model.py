@@ -298,10 +298,12 @@ class GPT(nn.Module):
             saved = json.loads(config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{config_path} is not valid JSON ({err}); re-save it") from err
-        if isinstance(saved, dict) and "model_type" in saved:
+        hf_keys = ("model_type", "architectures", "transformers_version")
+        if isinstance(saved, dict) and any(key in saved for key in hf_keys):
             raise ValueError(
-                f"{path} holds a Hugging Face checkpoint (model_type {saved['model_type']!r}), "
-                "not one written by GPT.save; load it with GPT.from_pretrained(path)"
+                f"{path} holds a Hugging Face checkpoint (model_type "
+                f"{saved.get('model_type')!r}), not one written by GPT.save; load it with "
+                "GPT.from_pretrained(path)"
             )
         try:
             config = GPTConfig.from_dict(saved)

@@ -232,6 +232,8 @@ def test_a_checkpoint_sharded_over_several_files_loads(tmp_path: Path) -> None:
 
 def test_dtype_argument_converts_the_model(tmp_path: Path) -> None:
     _hf_model("llama-gqa").save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype"):
+        load_hf_checkpoint(tmp_path, dtype="bfloat16")
     model = load_hf_checkpoint(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.blocks[0].attn.rotary.inv_freq.dtype == torch.float32  # angles stay precise
@@ -579,5 +581,7 @@ def test_saved_buffers_are_dropped_only_if_gptlib_computes_the_same(
     _rewrite_tensors(tmp_path / "neox", **{name: freq.half()})
     GPT.from_pretrained(tmp_path / "neox")
     _rewrite_tensors(tmp_path / "neox", **{name: freq * 2})
-    with pytest.raises(ValueError, match=r"rotary_emb\.inv_freq, which is not .*\(rotary frequencies"):
+    with pytest.raises(
+        ValueError, match=r"rotary_emb\.inv_freq, which is not .*\(rotary frequencies"
+    ):
         GPT.from_pretrained(tmp_path / "neox")
