@@ -29,7 +29,8 @@ import torch
 
 from .attention import attention_mask
 from .config import GPTConfig
-from .hf_families import FAMILIES, Checkpoint, resolve_aliases
+from .hf_configs import resolve_aliases
+from .hf_families import FAMILIES, Checkpoint
 from .model import GPT
 from .positional import Rotary
 
