@@ -457,3 +457,12 @@ def test_gpt_takes_a_valid_gptconfig():
     config.tie_embeddings = "no"  # changed after the config was checked
     with pytest.raises(TypeError, match="tie_embeddings='no'"):
         GPT(config)
+
+
+def test_the_shipped_checkpoint_is_read_as_format_1():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "char_python_docs"
+    assert "format_version" not in _config_file(folder)  # written before versions were recorded
+    model = GPT.load(folder)
+    assert model.config.vocab_size == 103 and not model.config.scale_embeddings
