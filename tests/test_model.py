@@ -344,7 +344,7 @@ PRECISION_VARIANTS = {
     **{name: {} for name in GPTConfig.presets()},
     "gpt3": dict(sparse_stride=16),
     "gpt-neo": dict(window_size=64),
-    "mixtral": dict(n_kv_head=2),
+    "mixtral": dict(n_kv_head=2, n_experts=4),
     "sinusoidal": dict(position="sinusoidal", scale_embeddings=True),
     "alibi": dict(position="alibi"),
     "rmsnorm-post": dict(norm="rmsnorm", norm_placement="post"),
