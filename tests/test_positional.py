@@ -220,6 +220,11 @@ def test_rotary_frequencies_and_alibi_slopes_stay_float32_in_a_low_precision_mod
     assert freq.dtype == slopes.dtype == torch.float32
     torch.testing.assert_close(freq, expected_freq, rtol=0, atol=0)
     torch.testing.assert_close(slopes, expected_slopes, rtol=0, atol=0)
+    far = torch.arange(10_000, 10_016)  # the angles at long positions are float32's exactly
+    exact = Rotary(16, 500.0).cos_sin(far)
+    for got, want in zip(rotary.blocks[0].attn.rotary.cos_sin(far), exact, strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert rotary.to("cpu").blocks[0].attn.rotary.inv_freq.dtype == torch.float32  # a move
     rotary.to(torch.float64)  # a more precise dtype converts them
     assert rotary.blocks[0].attn.rotary.inv_freq.dtype == torch.float64
