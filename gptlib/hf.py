@@ -11,9 +11,10 @@ Taught in notebooks/A_pretrained_weights.ipynb. What a checkpoint may be:
   online. A string that looks like a local path (starts with "." "~" or "/", has a
   backslash, a trailing slash or more than one "/") is only ever looked for on disk.
 
-gptlib/hf_families.py says how each model_type's config and tensors map onto a gptlib preset:
-every config.json field that changes the numbers is honoured or refused by name, and a stored
-tensor is never dropped unless it equals the one that replaces it (a tied head).
+gptlib/hf_families.py says how each model_type's tensors map onto a gptlib preset, and
+gptlib/hf_configs.py how its config.json does: every config.json field that changes the
+numbers is honoured or refused by name, and a stored tensor is never dropped unless it equals
+the one that replaces it (a tied head, a saved causal mask or rotary frequencies).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
 def hf_config_to_gpt(hf: dict[str, Any]) -> GPTConfig:
     """The GPTConfig of a transformers config.json: its family's preset at the file's sizes.
 
-    Raises ValueError naming any field that gptlib cannot reproduce (see gptlib.hf_families),
+    Raises ValueError naming any field that gptlib cannot reproduce (see gptlib.hf_configs),
     a missing size field, or an unsupported model_type; a config written by `GPT.save` is
     refused with a pointer to `GPT.load`.
     """
