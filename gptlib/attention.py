@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import GPTConfig
 from .kv_cache import KVCache, LayerCache, kv_cache_bytes, left_padding
-from .positional import Rotary, alibi_bias, alibi_slopes
+from .positional import Float32Buffers, Rotary, alibi_bias, alibi_slopes
 
 __all__ = [
     "CausalSelfAttention",
@@ -55,12 +55,15 @@ def attention_mask(
     raise ValueError(f"unknown attention layout {layout!r}; use 'dense', 'local' or 'strided'")
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(Float32Buffers):
     """Masked self-attention in which n_head query heads share n_kv_head key/value heads.
 
     n_kv_head == n_head is classic multi-head attention, 1 is multi-query attention (MQA),
     anything in between grouped-query attention (GQA). The projections of q, k and v are one
-    fused linear layer; its output is [all q heads | all k heads | all v heads].
+    fused linear layer; its output is [all q heads | all k heads | all v heads]. In a bfloat16
+    or float16 model the ALiBi slopes stay float32 (see `Float32Buffers`) and the softmax is
+    computed in float32 (explicitly on the return_attention path; SDPA accumulates it in
+    float32 too).
     """
 
     def __init__(self, config: GPTConfig, layer: int = 0) -> None:

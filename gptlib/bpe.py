@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import heapq
 import json
+import numbers
+import operator
 import warnings
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import regex
+
+from .tokenizer_io import check_text, read_tokenizer_file, token_id_list
 
 if TYPE_CHECKING:
     import tiktoken
@@ -86,7 +90,18 @@ def train_merges(
     Returns the merges in order (merge ``k`` creates token ``256 + k``) and the vocabulary
     (token id -> bytes). Ties between equally frequent pairs go to the smallest pair of ids.
     A pair whose joined bytes already form a token is skipped, so every token is unique.
+    Raises TypeError for chunk_counts that is not a mapping of bytes to positive counts or an
+    n_merges that is not an integer, ValueError for a negative n_merges.
     """
+    if isinstance(n_merges, bool) or not isinstance(n_merges, numbers.Integral):
+        raise TypeError(f"n_merges must be an integer >= 0, got {n_merges!r}")
+    if n_merges < 0:
+        raise ValueError(f"n_merges must be an integer >= 0, got {n_merges}")
+    if not isinstance(chunk_counts, Mapping) or not all(
+        isinstance(chunk, bytes) and isinstance(count, int) and count > 0
+        for chunk, count in chunk_counts.items()
+    ):
+        raise TypeError("chunk_counts must map each chunk (bytes) to how often it occurs (int > 0)")
     words = [list(chunk) for chunk in chunk_counts]
     weights = list(chunk_counts.values())
     pair_counts: dict[tuple[int, int], int] = defaultdict(int)
@@ -164,7 +179,13 @@ class BPETokenizer:
         self._split = regex.compile(self.pattern_regex)
         self.vocab: list[bytes] = [bytes([b]) for b in range(256)]
         self.merges: dict[tuple[int, int], int] = {}
-        for left, right in merges:
+        for number, merge in enumerate(merges):
+            try:
+                left, right = (operator.index(i) for i in merge)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"Merge {number} is {merge!r}; each merge must be a pair of integer ids."
+                ) from None
             n = len(self.vocab)
             if not (0 <= left < n and 0 <= right < n):
                 raise ValueError(
@@ -177,6 +198,11 @@ class BPETokenizer:
         if len(self._rank) != len(self.vocab):
             raise ValueError("Two merges make the same bytes; every token must be unique.")
         self.special_tokens = dict(special_tokens or {})
+        for token, token_id in self.special_tokens.items():
+            if not isinstance(token, str) or not token:
+                raise TypeError(f"Special token {token!r} must be a non-empty str.")
+            if isinstance(token_id, bool) or not isinstance(token_id, numbers.Integral):
+                raise TypeError(f"Special token {token!r} has id {token_id!r}; ids are integers.")
         ids = sorted(self.special_tokens.values())
         if ids and (ids[0] < len(self.vocab) or len(set(ids)) != len(ids)):
             raise ValueError(
@@ -199,11 +225,21 @@ class BPETokenizer:
         Taught in notebooks/03_tokenization.ipynb.
 
         ``pattern`` is ``"gpt2"``, ``"gpt4"`` (the pre-split regex of those tokenizers) or
-        ``None`` (no pre-split, only sensible for small texts).
+        ``None`` (no pre-split, only sensible for small texts). Raises TypeError for text that
+        is not a str, a vocab_size that is not an integer or special tokens that are not
+        non-empty strings, ValueError for a vocab_size too small or an unknown pattern.
         """
+        check_text(text, "BPETokenizer.train")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
+            raise TypeError(
+                f"vocab_size must be an integer, got {vocab_size!r} ({type(vocab_size).__name__})"
+            )
         if isinstance(special_tokens, str):  # one token given on its own, not its characters
             special_tokens = [special_tokens]
         special = list(dict.fromkeys(special_tokens))
+        bad = [token for token in special if not isinstance(token, str) or not token]
+        if bad:
+            raise TypeError(f"special_tokens must be non-empty strings, got {bad!r}")
         if vocab_size < 256 + len(special):
             raise ValueError(
                 f"vocab_size={vocab_size} is too small: it must hold the 256 bytes and the "
@@ -267,6 +303,7 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text to ids, treating special-token strings as ordinary text."""
+        check_text(text, "encode_ordinary")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates become U+FFFD, as in tiktoken
@@ -293,8 +330,16 @@ class BPETokenizer:
         those strings into their ids; any other special-token string in ``text`` is an error,
         because text from users should not be able to inject control tokens.
         """
+        check_text(text, "encode")
         if isinstance(allowed_special, str) and allowed_special != "all":
             allowed_special = {allowed_special}
+        if not isinstance(allowed_special, (str, Collection)) or not all(
+            isinstance(token, str) for token in allowed_special
+        ):
+            raise TypeError(
+                f"allowed_special must be 'all' or a collection of special-token strings, got "
+                f"{allowed_special!r}"
+            )
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - self.special_tokens.keys()
         if unknown:
@@ -325,7 +370,13 @@ class BPETokenizer:
         return ids
 
     def decode_tokens_bytes(self, ids: Iterable[int]) -> list[bytes]:
-        """Return the bytes of each token id (handy to see how a text was cut)."""
+        """Return the bytes of each token id (handy to see how a text was cut).
+
+        ids is one sequence: a list of ints or a 1-D integer tensor (see `token_id_list`).
+        """
+        return self._token_bytes(token_id_list(ids, "decode_tokens_bytes"))
+
+    def _token_bytes(self, ids: list[int]) -> list[bytes]:
         out = []
         for i in ids:
             if 0 <= i < len(self.vocab):
@@ -340,8 +391,11 @@ class BPETokenizer:
         return out
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Turn ids back into text (bytes that are not valid UTF-8 become U+FFFD)."""
-        return b"".join(self.decode_tokens_bytes(ids)).decode("utf-8", errors="replace")
+        """Turn ids back into text (bytes that are not valid UTF-8 become U+FFFD).
+
+        ids is one sequence: a list of ints or a 1-D integer tensor (see `token_id_list`).
+        """
+        return b"".join(self._token_bytes(token_id_list(ids))).decode("utf-8", errors="replace")
 
     def to_tiktoken(self, name: str = "gptlib-bpe") -> tiktoken.Encoding:
         """Return a ``tiktoken.Encoding`` with these tokens, which encodes every text identically.
@@ -350,6 +404,8 @@ class BPETokenizer:
         """
         import tiktoken
 
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
         return tiktoken.Encoding(
             name,
             pat_str=self.pattern_regex,
@@ -376,30 +432,10 @@ class BPETokenizer:
             merges = [(int(left), int(right)) for left, right in state["merges"]]
             return cls(merges, state["pattern"], state["special_tokens"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path} is a damaged BPETokenizer file: {exc}") from exc
+            raise ValueError(f"{path} is a damaged BPETokenizer file: {exc!r}") from exc
 
     def __repr__(self) -> str:
         return (
             f"BPETokenizer(vocab_size={self.vocab_size}, pattern={self.pattern!r}, "
             f"special_tokens={sorted(self.special_tokens)})"
         )
-
-
-def read_tokenizer_file(path: str | Path, file_format: str, kind: str) -> dict:
-    """Read the JSON state a tokenizer's ``save`` wrote, checking its ``format`` tag.
-
-    Taught in notebooks/03_tokenization.ipynb.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No tokenizer file at {path}; write one with {kind}.save(path).")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a JSON tokenizer file ({exc}).") from exc
-    if not isinstance(state, dict) or state.get("format") != file_format:
-        raise ValueError(
-            f"{path} is not a {kind} file (no 'format': {file_format!r}); "
-            f"write one with {kind}.save(path)."
-        )
-    return state

@@ -1,14 +1,17 @@
 """GPTConfig: every GPT variant in the book as one dataclass of switches, plus named presets.
 
 Taught in notebooks/01_history.ipynb (the presets); the variant chapters use `GPTConfig.diff`
-to show what changes from one model to the next.
-Figures and their sources: ../shared/reference/gpt_family.md (quoted in each preset's comment).
+to show what changes from one model to the next. Each preset's comment cites the paper or the
+reference code its figures come from; the full references are in notebooks/references.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +24,112 @@ MLP_TYPES = ("mlp", "swiglu", "moe")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 INIT_SCHEMES = ("normal", "gpt2", "gpt-j", "gpt-neox")
 
+# The version of the config.json that `GPT.save` writes. Format 1 is every file written before
+# versions were recorded (it has no "format_version" key); format 2 added the keys below and
+# the field `scale_embeddings`.
+CONFIG_FORMAT = 2
+# Keys of a saved config.json that are not GPTConfig fields: the format version and the sha256
+# of the model.safetensors written beside it.
+FILE_KEYS = ("format_version", "model_sha256")
+# Each field added after format 1: (the format that added it, the value that reproduces how
+# older files were computed). Only a file older than that format may leave the field out.
+ADDED_FIELDS: dict[str, tuple[int, Any]] = {"scale_embeddings": (2, False)}
+
+
+# ---------------------------------------------------------------------- checks of one value
+def _integer(name: str, value: Any, minimum: int = 1, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    what += " or None" if optional else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}, but {name} must be {what}")
+    if value < minimum:
+        raise ValueError(f"{name}={value!r} is out of range; {name} must be {what}")
+    return int(value)
+
+
+def _real(name: str, value: Any, what: str, inside: Callable[[float], bool]) -> float:
+    what = f"a finite number {what}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}, but {name} must be {what}")
+    if not math.isfinite(value) or not inside(float(value)):
+        raise ValueError(f"{name}={value!r} is out of range; {name} must be {what}")
+    return float(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{name}={value!r} is a {type(value).__name__}, but {name} must be True or False "
+            "(a bool: a string such as 'no' or a number would be read as a truth value)"
+        )
+    return value
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name}={value!r} is unknown; choose one of {allowed}")
+    return value
+
+
+# field -> check returning the normalised value (int for integers, float for numbers).
+_FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    **{name: _integer for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")},
+    "n_kv_head": lambda n, v: _integer(n, v, optional=True),  # None was replaced by n_head
+    "d_ff": lambda n, v: _integer(n, v, optional=True),  # None was replaced by 4 * n_embd
+    "norm": lambda n, v: _choice(n, v, NORMS),
+    "norm_eps": lambda n, v: _real(n, v, "> 0 (such as 1e-5)", lambda x: x > 0),
+    "norm_placement": lambda n, v: _choice(n, v, NORM_PLACEMENTS),
+    "position": lambda n, v: _choice(n, v, POSITIONS),
+    "rotary_fraction": lambda n, v: _real(n, v, "in (0, 1]", lambda x: 0 < x <= 1),
+    "rotary_pairing": lambda n, v: _choice(n, v, ROTARY_PAIRINGS),
+    "rotary_base": lambda n, v: _real(n, v, "> 1 (usually 10000)", lambda x: x > 1),
+    "window_size": lambda n, v: _integer(n, v, optional=True),
+    "sparse_stride": lambda n, v: _integer(n, v, optional=True),
+    "mlp": lambda n, v: _choice(n, v, MLP_TYPES),
+    "activation": lambda n, v: _choice(n, v, ACTIVATIONS),
+    "n_experts": lambda n, v: _integer(n, v, minimum=0),
+    "n_experts_per_token": _integer,
+    "init": lambda n, v: _choice(n, v, INIT_SCHEMES),
+    "init_std": lambda n, v: _real(n, v, "> 0 (such as 0.02)", lambda x: x > 0),
+    "dropout": lambda n, v: _real(n, v, "in [0, 1)", lambda x: 0 <= x < 1),
+    **{
+        name: _flag
+        for name in (
+            "shared_norm", "final_norm", "attention_scale", "qkv_bias", "attn_out_bias",
+            "mlp_bias", "lm_head_bias", "tie_embeddings", "scale_embeddings",
+        )
+    },
+}  # fmt: skip
+
+
+def _attention_pattern(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"attention_pattern={value!r} must be a list or tuple of layouts cycled over the "
+            f"layers, such as ('dense',) or ('dense', 'local'); wrap a single layout: "
+            f"attention_pattern=({value!r},)"
+        )
+    if not value:
+        raise ValueError("attention_pattern is empty; use e.g. ('dense',)")
+    for layout in value:
+        if not isinstance(layout, str) or layout not in ATTENTION_LAYOUTS:
+            raise ValueError(
+                f"attention layout {layout!r} is unknown (in attention_pattern={value!r}); use "
+                f"layouts from {ATTENTION_LAYOUTS}"
+            )
+    return tuple(value)
+
 
 @dataclass
 class GPTConfig:
     """The switches that turn the one `GPT` model into GPT-1, GPT-2, GPT-J, Llama, ...
 
     Defaults are GPT-2 small. Use `GPTConfig.from_preset(name, **overrides)` for a variant.
+    Every field's type and range is checked when the config is made (and by `validate`):
+    a wrong type raises TypeError, a value out of range or an unknown name ValueError, each
+    naming the field, the value and what is allowed.
     """
 
     # sizes
@@ -70,44 +173,42 @@ class GPTConfig:
     init_std: float = 0.02
     dropout: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. source of a preset)
+    # Multiply token embeddings by sqrt(n_embd) before positions are added (Vaswani et al.
+    # 2017, §3.4), so a fixed sinusoidal table is not drowned out by small embeddings.
+    scale_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        self.attention_pattern = tuple(self.attention_pattern)
-        if self.n_kv_head is None:
-            self.n_kv_head = self.n_head
-        if self.d_ff is None:
-            self.d_ff = 4 * self.n_embd
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ValueError naming the first inconsistent field and how to fix it."""
-        for name in (
-            "vocab_size",
-            "block_size",
-            "n_layer",
-            "n_head",
-            "n_embd",
-            "n_kv_head",
-            "d_ff",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        choices = {
-            "norm": NORMS,
-            "norm_placement": NORM_PLACEMENTS,
-            "position": POSITIONS,
-            "rotary_pairing": ROTARY_PAIRINGS,
-            "mlp": MLP_TYPES,
-            "activation": ACTIVATIONS,
-            "init": INIT_SCHEMES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"{name}={getattr(self, name)!r} is unknown; choose one of {allowed}"
-                )
+        """Check every field's type and range, then the fields' consistency with each other.
+
+        Integers and numbers are normalised to int and float (a NumPy integer is accepted);
+        n_kv_head=None becomes n_head and d_ff=None becomes 4 * n_embd. Raises TypeError for a
+        value of the wrong type (a string for a number, an int for a bool, a bare string for
+        attention_pattern) and ValueError for a value out of range or inconsistent with
+        another field; each message names the field, the value and what is allowed.
+        """
+        if isinstance(self.n_head, numbers.Integral) and self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if isinstance(self.n_embd, numbers.Integral) and self.d_ff is None:
+            self.d_ff = 4 * self.n_embd
+        for name, check in _FIELD_CHECKS.items():
+            setattr(self, name, check(name, getattr(self, name)))
+        self.attention_pattern = _attention_pattern(self.attention_pattern)
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"extra={self.extra!r} must be a dict of notes, such as {{}}")
+        try:
+            json.dumps(self.extra)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"extra={self.extra!r} must hold only JSON values (str, numbers, lists, dicts), "
+                f"since it is saved in config.json: {err}"
+            ) from None
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; pick n_embd a "
@@ -118,25 +219,15 @@ class GPTConfig:
                 f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (each key/value head "
                 "serves an equal group of query heads); use 1 (MQA), a divisor, or n_head (MHA)"
             )
-        if not self.attention_pattern:
-            raise ValueError("attention_pattern is empty; use e.g. ('dense',)")
-        for layout in self.attention_pattern:
-            if layout not in ATTENTION_LAYOUTS:
-                raise ValueError(f"attention layout {layout!r} is unknown; use {ATTENTION_LAYOUTS}")
-        if "local" in self.attention_pattern and not (self.window_size and self.window_size > 0):
+        if "local" in self.attention_pattern and self.window_size is None:
             raise ValueError("'local' attention layers need window_size, a positive integer")
-        if "strided" in self.attention_pattern and not (
-            self.sparse_stride and self.sparse_stride > 0
-        ):
+        if "strided" in self.attention_pattern and self.sparse_stride is None:
             raise ValueError("'strided' attention layers need sparse_stride, a positive integer")
-        if self.position == "rotary":
-            if not 0.0 < self.rotary_fraction <= 1.0:
-                raise ValueError(f"rotary_fraction must be in (0, 1], got {self.rotary_fraction}")
-            if self.rotary_dim < 2 or self.rotary_dim % 2:
-                raise ValueError(
-                    f"rotary_fraction={self.rotary_fraction} of head_dim={self.head_dim} gives "
-                    f"{self.rotary_dim} rotated dimensions; it must be an even number >= 2"
-                )
+        if self.position == "rotary" and (self.rotary_dim < 2 or self.rotary_dim % 2):
+            raise ValueError(
+                f"rotary_fraction={self.rotary_fraction} of head_dim={self.head_dim} gives "
+                f"{self.rotary_dim} rotated dimensions; it must be an even number >= 2"
+            )
         if self.mlp == "moe" and not 1 <= self.n_experts_per_token <= self.n_experts:
             raise ValueError(
                 f"mlp='moe' needs 1 <= n_experts_per_token ({self.n_experts_per_token}) "
@@ -144,8 +235,6 @@ class GPTConfig:
             )
         if self.shared_norm and self.norm_placement != "parallel":
             raise ValueError("shared_norm=True only makes sense with norm_placement='parallel'")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -204,11 +293,46 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        """The config stored in a dict: `to_dict`'s output, or a saved config.json.
+
+        A dict without "format_version" is format 1 (every config.json written before versions
+        were recorded); "model_sha256" is skipped (GPT.load checks it). Every field must be
+        present, except a field added in a later format than the dict's (see ADDED_FIELDS),
+        which takes the value that reproduces the older format. Raises ValueError naming each
+        missing or unknown field, or a version newer than this gptlib reads.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"a GPTConfig is read from a dict of fields, got {type(d).__name__}")
+        d = dict(d)
+        version = d.pop("format_version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"format_version={version!r} must be an integer >= 1")
+        if version > CONFIG_FORMAT:
+            raise ValueError(
+                f"the config is format {version}, newer than this gptlib reads ({CONFIG_FORMAT}); "
+                "upgrade gptlib to load it"
+            )
+        d.pop("model_sha256", None)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(d) - set(fields)
         if unknown:
             raise ValueError(
                 f"config has unknown field(s) {sorted(unknown)}; was it written by a newer gptlib?"
+            )
+        missing = []
+        for name in fields:
+            if name in d:
+                continue
+            added, old_value = ADDED_FIELDS.get(name, (1, None))
+            if version < added:
+                d[name] = old_value  # the field did not exist yet: this is how the file computed
+            else:
+                missing.append(name)
+        if missing:
+            raise ValueError(
+                f"config (format {version}) has no field(s) {missing}; every field of format "
+                f"{version} must be present, none is defaulted. Restore the field(s) from the "
+                "run that wrote the weights"
             )
         return cls(**d)
 

@@ -11,13 +11,15 @@ framed by new start, delimiter and extract tokens (§3.3, Figure 1).
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .loss import cross_entropy_loss
 from .model import GPT
 
 __all__ = ["ClassifierBatch", "ClassifierOutput", "SequenceClassifier", "collate", "gpt1_input"]
@@ -51,7 +53,8 @@ class ClassifierBatch:
 
     idx: torch.Tensor  # (B, T) token ids, right-padded
     extract_positions: torch.Tensor  # (B,) index of each row's last token (the extract token)
-    lm_targets: torch.Tensor  # (B, T) next-token targets inside the text, -1 elsewhere
+    # (B, T) next-token targets inside the text, -1 elsewhere (ignored, as -100 would be)
+    lm_targets: torch.Tensor
     labels: torch.Tensor | None = None  # (B,) class ids
 
 
@@ -106,20 +109,30 @@ class SequenceClassifier(nn.Module):
 
     Taught in notebooks/07_gpt1.ipynb. `lm_weight` is λ of L3 = L2 + λ·L1 (GPT-1 uses 0.5;
     0 turns the auxiliary objective off); `dropout` is applied before the head (GPT-1: 0.1).
+    Both losses are `gptlib.loss.cross_entropy_loss`: a label or LM target of -100 or -1 is
+    ignored, and a batch whose LM targets are all ignored (inputs of only special tokens) has
+    an LM loss of zero that keeps the graph, never NaN.
     """
 
     def __init__(
         self, gpt: GPT, n_classes: int, lm_weight: float = 0.5, dropout: float = 0.1
     ) -> None:
         super().__init__()
-        if not isinstance(n_classes, int) or n_classes < 2:
+        if not isinstance(gpt, GPT):
+            raise TypeError(f"gpt must be a gptlib GPT model, got {type(gpt).__name__}")
+        if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral):
+            raise TypeError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        if n_classes < 2:
             raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-        if lm_weight < 0:
-            raise ValueError(f"lm_weight (λ) must be >= 0, got {lm_weight}")
+        for name, value, upper in (("lm_weight (λ)", lm_weight, math.inf), ("dropout", dropout, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+            if not (0 <= value < upper and math.isfinite(value)):
+                raise ValueError(f"{name} must be in [0, {upper}), got {value!r}")
         self.gpt = gpt
         self.lm_weight = lm_weight
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(gpt.config.n_embd, n_classes)
+        self.head = nn.Linear(gpt.config.n_embd, int(n_classes))
         nn.init.normal_(self.head.weight, std=gpt.config.init_std)
         nn.init.zeros_(self.head.bias)
 
@@ -141,12 +154,8 @@ class SequenceClassifier(nn.Module):
         logits = self.head(self.dropout(last))
         if batch.labels is None:
             return ClassifierOutput(logits)
-        task_loss = F.cross_entropy(logits, batch.labels)
-        lm_loss = F.cross_entropy(
-            lm_logits.reshape(-1, lm_logits.size(-1)).float(),
-            batch.lm_targets.reshape(-1),
-            ignore_index=-1,
-        )
+        task_loss = cross_entropy_loss(logits, batch.labels)
+        lm_loss = cross_entropy_loss(lm_logits, batch.lm_targets)
         return ClassifierOutput(logits, task_loss + self.lm_weight * lm_loss, task_loss, lm_loss)
 
     @torch.no_grad()

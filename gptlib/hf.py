@@ -1,27 +1,43 @@
 """Load Hugging Face checkpoints of every family the book covers into gptlib's one `GPT` model.
 
-Taught in notebooks/A_pretrained_weights.ipynb. A checkpoint is a folder with config.json and
-model.safetensors (or pytorch_model.bin, read with `torch.load(weights_only=True)`, so no
-pickled code runs), or a hub id when online. gptlib/hf_families.py says how each model_type's
-config and tensors map onto a gptlib preset.
+Taught in notebooks/A_pretrained_weights.ipynb. What a checkpoint may be:
+
+- a local folder holding config.json (model_type openai-gpt, gpt2, gpt_neo, gptj, gpt_neox,
+  llama, mistral or mixtral) and its weights: model.safetensors, or shards listed in
+  model.safetensors.index.json, or pytorch_model.bin (or its sharded index), read with
+  `torch.load(weights_only=True)` so no pickled code runs; a .bin that holds anything but
+  tensors is refused;
+- a hub id ("openai-community/gpt2"), read from huggingface_hub's cache, else downloaded when
+  online. A string that looks like a local path (starts with "." "~" or "/", has a
+  backslash, a trailing slash or more than one "/") is only ever looked for on disk.
+
+gptlib/hf_families.py says how each model_type's tensors map onto a gptlib preset, and
+gptlib/hf_configs.py how its config.json does: every config.json field that changes the
+numbers is honoured or refused by name, and a stored tensor is never dropped unless it equals
+the one that replaces it (a tied head, a saved causal mask or rotary frequencies).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .attention import attention_mask
 from .config import GPTConfig
+from .hf_configs import resolve_aliases
 from .hf_families import FAMILIES, Checkpoint
 from .model import GPT
+from .positional import Rotary
 
 __all__ = [
     "FAMILIES",
+    "check_recomputed",
     "convert_hf_state_dict",
     "hf_config_to_gpt",
     "load_hf_checkpoint",
@@ -58,10 +74,21 @@ def convert_hf_state_dict(
                 fill(ckpt, _their_names(theirs, family.prefix, layer), ours, wanted, config)
             )
     if config.tie_embeddings:
-        state["lm_head.weight"] = state["tok_emb.weight"]
-        for head in ("lm_head.weight", "embed_out.weight"):  # a tied copy some files also hold
-            if ckpt.has(head):
-                ckpt.take(head)
+        embedding = state["lm_head.weight"] = state["tok_emb.weight"]
+        head = _their_names(family.top["lm_head"][0], family.prefix, 0)
+        if ckpt.has(f"{head}.weight"):  # a copy of the tied head that some files also hold
+            stored = ckpt.take(f"{head}.weight")
+            if stored.shape != embedding.shape or not torch.equal(stored, embedding):
+                raise ValueError(
+                    f"{model_type} config.json says tie_word_embeddings=true, but the checkpoint "
+                    f"holds a {head}.weight that differs from the token embedding; gptlib will "
+                    "not drop it. If the head is meant to be separate, set "
+                    "tie_word_embeddings to false in config.json"
+                )
+        if "lm_head.bias" in wanted:  # GPT-J's head keeps its own bias when tied
+            state["lm_head.bias"] = ckpt.take(f"{head}.bias")
+    for name in ckpt.recomputed():
+        check_recomputed(name, ckpt.take(name), config, model_type)
     unused, missing = ckpt.leftovers(), sorted(wanted - set(state))
     if unused:
         raise ValueError(
@@ -74,6 +101,38 @@ def convert_hf_state_dict(
     return state
 
 
+def check_recomputed(name: str, tensor: torch.Tensor, config: GPTConfig, model_type: str) -> None:
+    """Raise ValueError unless a buffer an older checkpoint saved equals what gptlib computes.
+
+    A causal mask (1, 1, N, N) must be the layer's own mask (local layers: the window); a
+    masked-score fill value must be <= -1e4 (exp of it is 0, as masking gives); rotary
+    frequencies must be the config's (to 1e-3, as a file may hold them in float16).
+    """
+    found = re.search(r"\.(\d+)\.", name)
+    layer = int(found.group(1)) if found else 0
+    if name.endswith("masked_bias"):
+        ours, same = "a fill value <= -1e4", tensor.numel() == 1 and float(tensor) <= -1e4
+    elif name.endswith("inv_freq"):
+        rotary = config.position == "rotary"
+        freq = Rotary(config.rotary_dim, config.rotary_base, config.rotary_pairing).inv_freq
+        ours = f"rotary frequencies {freq.tolist()}" if rotary else "no rotary embedding"
+        same = rotary and tensor.shape == freq.shape and torch.allclose(tensor.float(), freq, 1e-3)
+    else:
+        n = tensor.shape[-1] if tensor.dim() == 4 else 0
+        layout = config.layer_layout(layer)
+        ours = f"the causal mask of a {layout!r} layer"
+        positions = torch.arange(n)
+        mask = attention_mask(
+            layout, positions, positions, config.window_size, config.sparse_stride
+        )
+        same = n > 0 and tensor.shape[:3] == (1, 1, n) and torch.equal(tensor[0, 0].bool(), mask)
+    if not same:
+        raise ValueError(
+            f"{model_type} checkpoint stores {name}, which is not what gptlib computes in its "
+            f"place ({ours}); config.json and the weights disagree, and gptlib will not drop it"
+        )
+
+
 # ------------------------------------------------------------------------------ files
 def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
     """The parsed config.json of a Hugging Face checkpoint folder."""
@@ -84,21 +143,57 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
             "model.safetensors or pytorch_model.bin (what save_pretrained writes)"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path} holds a JSON {type(hf).__name__}, not an object of settings")
+    return hf
 
 
 def hf_config_to_gpt(hf: dict[str, Any]) -> GPTConfig:
-    """The GPTConfig of a transformers config.json: its family's preset at the file's sizes."""
+    """The GPTConfig of a transformers config.json: its family's preset at the file's sizes.
+
+    Raises ValueError naming any field that gptlib cannot reproduce (see gptlib.hf_configs),
+    a missing size field, or an unsupported model_type; a config written by `GPT.save` is
+    refused with a pointer to `GPT.load`.
+    """
     model_type = hf.get("model_type")
+    if model_type is None and ("format_version" in hf or {"n_embd", "norm_placement"} <= set(hf)):
+        raise ValueError(
+            "this config.json was written by GPT.save (gptlib's own format, no model_type); "
+            "load the folder with GPT.load(path)"
+        )
     if model_type not in FAMILIES:
         raise ValueError(
             f"model_type {model_type!r} is not supported; gptlib loads {', '.join(FAMILIES)}"
         )
     family = FAMILIES[model_type]
+    hf = resolve_aliases(hf, family.aliases)
     fields = dict(family.config(hf), extra={"hf_model_type": model_type})
     return GPTConfig.from_preset(family.preset, **fields)
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The weight files a sharded checkpoint's index lists, each a plain name in its folder."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{index} is not valid JSON ({err}); download or save it again") from None
+    except (KeyError, TypeError):
+        raise ValueError(
+            f'{index} has no "weight_map" object (tensor name -> file); download or save it again'
+        ) from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index}'s weight_map must be a non-empty object (tensor name -> file)")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(
+                f"{index} lists the weight file {name!r}, which is not a file name inside "
+                f"{index.parent}; a shard must sit beside its index"
+            )
+    return names
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -107,8 +202,7 @@ def _weight_files(folder: Path) -> list[Path]:
         ("pytorch_model.bin.index.json", "pytorch_model.bin"),
     ):
         if (folder / index).is_file():  # a checkpoint sharded over several files
-            weight_map = json.loads((folder / index).read_text())["weight_map"]
-            return [folder / name for name in sorted(set(weight_map.values()))]
+            return [folder / name for name in _shard_names(folder / index)]
         if (folder / single).is_file():
             return [folder / single]
     raise FileNotFoundError(
@@ -117,8 +211,38 @@ def _weight_files(folder: Path) -> list[Path]:
     )
 
 
+def _read_bin(file: Path) -> dict[str, torch.Tensor]:
+    """A pytorch_model.bin's tensors, read with weights_only=True (no pickled code runs)."""
+    try:
+        tensors = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        raise ValueError(
+            f"{file} is a pickle that holds more than tensors"
+            + (f" (it refers to {found.group(1)})" if found else "")
+            + "; gptlib reads .bin files with weights_only=True and will not run pickled code. "
+            "Use the checkpoint's model.safetensors instead, or convert the file with a tool "
+            "you trust"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ValueError(
+            f"{file} is not a readable PyTorch weights file ({str(err).splitlines()[0]}); it is "
+            "probably truncated or corrupt: download or save it again"
+        ) from None
+    if not isinstance(tensors, dict) or not all(
+        isinstance(name, str) and isinstance(t, torch.Tensor) for name, t in tensors.items()
+    ):
+        raise ValueError(f"{file} does not hold a dict of named tensors (a state dict)")
+    return tensors
+
+
 def read_hf_tensors(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint in `folder` (safetensors, or .bin with weights_only)."""
+    """Every tensor of the checkpoint in `folder` (safetensors, or .bin with weights_only).
+
+    Raises FileNotFoundError for a missing weight file and ValueError naming the file for a
+    malformed index, a truncated or corrupt file, or a .bin that holds pickled objects.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -126,13 +250,20 @@ def read_hf_tensors(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
         if not file.is_file():
             raise FileNotFoundError(f"{file} is listed in the checkpoint index but missing")
         if file.suffix == ".safetensors":
-            tensors.update(load_file(str(file)))
-        else:  # weights_only refuses pickled code: such a file can hold only tensors
-            tensors.update(torch.load(file, map_location="cpu", weights_only=True))
+            try:
+                tensors.update(load_file(str(file)))
+            except (SafetensorError, OSError) as err:
+                raise ValueError(
+                    f"{file} is not a readable safetensors file ({err}); it is probably "
+                    "truncated or corrupt: download or save it again"
+                ) from None
+        else:
+            tensors.update(_read_bin(file))
     return tensors
 
 
-HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+# A hub id is "name" or "owner/name": letters, digits, "_", "-", "." (not first, not doubled).
+HUB_ID = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
 # What to fetch from the hub: config.json plus safetensors weights (one file, or shards and
 # their index), else the same for pytorch_model.bin.
 WEIGHT_PATTERNS = (
@@ -146,15 +277,25 @@ def resolve_checkpoint(
 ) -> Path:
     """A local folder as it is; a hub id ("openai-community/gpt2") via huggingface_hub's cache.
 
-    The cache is tried first, then the network (unless local_files_only).
+    The cache is tried first, then the network (unless local_files_only). Only a string of the
+    hub's form "name" or "owner/name" is looked up; a Path, or a string that looks like a
+    local path (starting with "." "~" or "/", with a backslash, a trailing slash or two "/"),
+    is looked for on disk only ("~" is expanded). Raises FileNotFoundError otherwise.
     """
-    path = Path(path_or_id)
+    if not isinstance(path_or_id, (str, os.PathLike)):
+        raise TypeError(
+            "pass a checkpoint folder or a hub id as a string or Path, got "
+            f"{type(path_or_id).__name__}"
+        )
+    path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or not HUB_ID.match(str(path_or_id)):
+    text = str(path_or_id)
+    is_hub_id = isinstance(path_or_id, str) and HUB_ID.match(text) and text[-1] not in ".-"
+    if path.exists() or not is_hub_id:
         raise FileNotFoundError(
-            f"{path_or_id} is not a checkpoint folder; pass the folder that "
-            "holds config.json and model.safetensors"
+            f"{text} is not a checkpoint folder (and, looking like a local path, is never "
+            "looked up online); pass the folder that holds config.json and model.safetensors"
         )
     errors: list[str] = []
     try:
@@ -199,12 +340,25 @@ def load_hf_checkpoint(
 ) -> GPT:
     """A GPT holding a Hugging Face checkpoint's weights (a folder, or a hub id when online).
 
-    The model comes back in eval mode, in float32 unless `dtype` is given; `dtype` converts
-    the weights only, so buffers such as rotary frequencies keep float32 precision.
+    Taught in notebooks/A_pretrained_weights.ipynb; the module docstring lists what a
+    checkpoint may be. The model comes back in eval mode, in float32 unless `dtype` is given;
+    `dtype` converts the weights only, so rotary frequencies and ALiBi slopes keep float32
+    precision (and the softmax and the loss are computed in float32 anyway). Dropout and
+    Mixtral's router jitter, which act only in training, are not carried over. Raises
+    ValueError naming config.json for a field gptlib cannot reproduce or a missing size
+    field, naming a weight file for a malformed or unreadable file, and naming the tensor
+    for weights that do not fit the config.
     """
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}"
+        )
     folder = resolve_checkpoint(path_or_id, revision, local_files_only)
     hf = read_hf_config(folder)
-    config = hf_config_to_gpt(hf)
+    try:
+        config = hf_config_to_gpt(hf)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{folder / 'config.json'}: {err}") from None
     state = convert_hf_state_dict(read_hf_tensors(folder), config, hf["model_type"])
     model = GPT(config)
     if dtype is not None:

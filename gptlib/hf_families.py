@@ -1,9 +1,9 @@
 """How each Hugging Face model_type maps onto gptlib: its preset, its config fields, its tensors.
 
 Taught in notebooks/A_pretrained_weights.ipynb; gptlib/hf.py reads the files and uses these
-tables. Each `Family` names the preset, a function from config.json to `GPTConfig` fields, and
-two small tables: for each of our modules, the checkpoint tensors that fill it and how (copied,
-transposed, concatenated, regrouped).
+tables. Each `Family` names the preset, a function from config.json to `GPTConfig` fields
+(in gptlib/hf_configs.py), and two small tables: for each of our modules, the checkpoint
+tensors that fill it and how (copied, transposed, concatenated, regrouped).
 """
 
 from __future__ import annotations
@@ -16,189 +16,21 @@ from typing import Any
 import torch
 
 from .config import GPTConfig
+from .hf_configs import (
+    gpt2_config,
+    gptj_config,
+    llama_config,
+    neo_config,
+    neox_config,
+    openai_config,
+)
 
-# Buffers that older checkpoints saved beside the weights (causal masks, rotary frequencies);
-# gptlib recomputes them, so they are skipped instead of being reported as unused.
+# Buffers that older checkpoints saved beside the weights (causal masks, the fill value of
+# masked scores, rotary frequencies); gptlib recomputes them, so each is checked against what
+# gptlib computes in its place (gptlib.hf.check_recomputed) instead of being loaded.
 IGNORED_TENSORS = re.compile(
     r"(\.attn(\.attention)?\.(masked_)?bias|\.attention\.(masked_)?bias|rotary_emb\.inv_freq)$"
 )
-
-# transformers' activation names -> ours. gelu_new, gelu_fast and gelu_pytorch_tanh are three
-# spellings of GELU's tanh approximation.
-HF_ACTIVATIONS = {
-    "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu", "silu": "silu", "swish": "silu",
-}  # fmt: skip
-
-# How each family spells the five size fields: ours -> theirs.
-GPT2_SIZES = dict(
-    vocab_size="vocab_size",
-    block_size="n_positions",
-    n_layer="n_layer",
-    n_head="n_head",
-    n_embd="n_embd",
-)
-NEO_SIZES = dict(
-    vocab_size="vocab_size",
-    block_size="max_position_embeddings",
-    n_layer="num_layers",
-    n_head="num_heads",
-    n_embd="hidden_size",
-)
-LLAMA_SIZES = dict(
-    vocab_size="vocab_size",
-    block_size="max_position_embeddings",
-    n_layer="num_hidden_layers",
-    n_head="num_attention_heads",
-    n_embd="hidden_size",
-)
-
-
-# ------------------------------------------------------------------------------ configs
-def _sizes(hf: dict[str, Any], names: dict[str, str], eps: str) -> dict[str, Any]:
-    sizes = {ours: hf[theirs] for ours, theirs in names.items()}
-    return dict(sizes, norm_eps=hf.get(eps, 1e-5), dropout=0.0)  # dropout: set it to fine-tune
-
-
-def _activation(hf: dict[str, Any], key: str, default: str, table=HF_ACTIVATIONS) -> str:
-    name = hf.get(key, default)
-    if name not in table:
-        raise ValueError(
-            f"{hf['model_type']} checkpoint uses {key}={name!r}, which gptlib does "
-            f"not implement; supported: {sorted(table)}"
-        )
-    return table[name]
-
-
-def _rope(hf: dict[str, Any]) -> tuple[float, float]:
-    """(base, rotated fraction) from transformers 5's rope_parameters or the older fields."""
-    rope, scaling = hf.get("rope_parameters") or {}, hf.get("rope_scaling") or {}
-    kind = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
-    if kind != "default":
-        raise ValueError(
-            f"{hf['model_type']} checkpoint uses RoPE scaling {kind!r} (a long-context "
-            "extension); gptlib implements only the default RoPE"
-        )
-    base = rope.get("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base", 10000.0)))
-    return float(base), float(rope.get("partial_rotary_factor", hf.get("rotary_pct", 1.0)))
-
-
-def _rotary_fraction(rotary_dim: int, head_dim: int) -> float:
-    """A fraction whose rotated width, int(head_dim * fraction), is exactly rotary_dim."""
-    fraction = rotary_dim / head_dim
-    return fraction if int(head_dim * fraction) == rotary_dim else (rotary_dim + 0.5) / head_dim
-
-
-def _gpt2_config(hf: dict[str, Any]) -> dict[str, Any]:
-    for flag in ("scale_attn_by_inverse_layer_idx", "add_cross_attention"):
-        if hf.get(flag):
-            raise ValueError(f"gpt2 checkpoint sets {flag}=True, which gptlib does not implement")
-    return dict(
-        _sizes(hf, GPT2_SIZES, "layer_norm_epsilon"),
-        d_ff=hf.get("n_inner") or 4 * hf["n_embd"],
-        activation=_activation(hf, "activation_function", "gelu_new"),
-        attention_scale=hf.get("scale_attn_weights", True),
-        tie_embeddings=hf.get("tie_word_embeddings", True),
-    )
-
-
-def _openai_config(hf: dict[str, Any]) -> dict[str, Any]:
-    # transformers' GPT-1 maps afn="gelu" to the tanh approximation, as OpenAI's code did.
-    table = {**HF_ACTIVATIONS, "gelu": "gelu_tanh"}
-    return dict(
-        _sizes(hf, GPT2_SIZES, "layer_norm_epsilon"),
-        d_ff=4 * hf["n_embd"],
-        activation=_activation(hf, "afn", "gelu", table),
-    )
-
-
-def _neo_config(hf: dict[str, Any]) -> dict[str, Any]:
-    kinds = hf.get("attention_layers") or [  # else expand [[["global", "local"], repeats], ...]
-        kind for group, repeats in hf["attention_types"] for _ in range(repeats) for kind in group
-    ]
-    if len(kinds) != hf["num_layers"] or set(kinds) - {"global", "local"}:
-        raise ValueError(
-            f"gpt_neo checkpoint's attention layers {kinds} are not 'global' or "
-            f"'local' for each of num_layers={hf['num_layers']}"
-        )
-    layouts = ["local" if kind == "local" else "dense" for kind in kinds]
-    period = next(
-        p
-        for p in range(1, len(layouts) + 1)  # ("dense", "local"), not 24 entries
-        if all(layouts[i] == layouts[i % p] for i in range(len(layouts)))
-    )
-    return dict(
-        _sizes(hf, NEO_SIZES, "layer_norm_epsilon"),
-        d_ff=hf.get("intermediate_size") or 4 * hf["hidden_size"],
-        activation=_activation(hf, "activation_function", "gelu_new"),
-        attention_pattern=tuple(layouts[:period]),
-        window_size=hf.get("window_size", 256) if "local" in layouts else None,
-    )
-
-
-def _gptj_config(hf: dict[str, Any]) -> dict[str, Any]:
-    head_dim = hf["n_embd"] // hf["n_head"]
-    return dict(
-        _sizes(hf, GPT2_SIZES, "layer_norm_epsilon"),
-        d_ff=hf.get("n_inner") or 4 * hf["n_embd"],
-        activation=_activation(hf, "activation_function", "gelu_new"),
-        rotary_fraction=_rotary_fraction(hf.get("rotary_dim") or head_dim, head_dim),
-        tie_embeddings=hf.get("tie_word_embeddings", False),
-    )
-
-
-def _neox_config(hf: dict[str, Any]) -> dict[str, Any]:
-    head_dim = hf["hidden_size"] // hf["num_attention_heads"]
-    base, fraction = _rope(hf)
-    bias = hf.get("attention_bias", True)
-    return dict(
-        _sizes(hf, LLAMA_SIZES, "layer_norm_eps"),
-        d_ff=hf["intermediate_size"],
-        activation=_activation(hf, "hidden_act", "gelu"),
-        rotary_base=base,
-        rotary_fraction=_rotary_fraction(int(head_dim * fraction), head_dim),
-        # use_parallel_residual=False is the serial pre-LN block with two norms.
-        norm_placement="parallel" if hf.get("use_parallel_residual", True) else "pre",
-        qkv_bias=bias,
-        attn_out_bias=bias,
-        tie_embeddings=hf.get("tie_word_embeddings", False),
-    )
-
-
-def _llama_config(hf: dict[str, Any]) -> dict[str, Any]:
-    """Llama, Mistral (plus a sliding window) and Mixtral (plus experts) share one mapping."""
-    model_type, n_head, n_embd = hf["model_type"], hf["num_attention_heads"], hf["hidden_size"]
-    if hf.get("head_dim") not in (None, n_embd // n_head):
-        raise ValueError(
-            f"{model_type} checkpoint sets head_dim={hf['head_dim']}, not "
-            f"hidden_size/heads={n_embd // n_head}; gptlib's heads split n_embd "
-            "evenly"
-        )
-    base, fraction = _rope(hf)
-    if fraction != 1.0:
-        raise ValueError(
-            f"{model_type} checkpoint rotates only part of each head; gptlib's "
-            f"{model_type} mapping expects RoPE on every dimension"
-        )
-    window = hf.get("sliding_window") if model_type in ("mistral", "mixtral") else None
-    config = dict(
-        _sizes(hf, LLAMA_SIZES, "rms_norm_eps"),
-        n_kv_head=hf.get("num_key_value_heads") or n_head,
-        d_ff=hf["intermediate_size"],
-        activation=_activation(hf, "hidden_act", "silu"),
-        rotary_base=base,
-        qkv_bias=hf.get("attention_bias", False),
-        attn_out_bias=hf.get("attention_bias", False),
-        mlp_bias=hf.get("mlp_bias", False),
-        tie_embeddings=hf.get("tie_word_embeddings", False),
-        attention_pattern=("local",) if window else ("dense",),
-        window_size=window or None,
-    )
-    if model_type == "mixtral":
-        config.update(
-            n_experts=hf["num_local_experts"], n_experts_per_token=hf["num_experts_per_tok"]
-        )
-    return config
 
 
 # ------------------------------------------------------------------------------ weights
@@ -225,6 +57,10 @@ class Checkpoint:
 
     def leftovers(self) -> list[str]:
         return sorted(name for name in self.tensors if not IGNORED_TENSORS.search(name))
+
+    def recomputed(self) -> list[str]:
+        """The saved buffers that gptlib recomputes (see IGNORED_TENSORS)."""
+        return sorted(name for name in self.tensors if IGNORED_TENSORS.search(name))
 
 
 # A filler moves checkpoint tensors `theirs` into our module `ours`; `wanted` is our model's
@@ -291,6 +127,8 @@ class Family:
     # model). `layer` is applied to every block i, with {i} in the names.
     top: dict[str, tuple[Any, Filler]]
     layer: dict[str, tuple[Any, Filler]] = field(default_factory=dict)
+    # transformers' attribute_map: other names config.json may use for a field
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 _GPT2_LAYER = {
@@ -333,20 +171,31 @@ _LLAMA_TOP = {
     "ln_f": ("norm", _copy),
     "lm_head": ("^lm_head", _copy),
 }
-_GPT2_TOP = {"tok_emb": ("wte", _copy), "pos_emb": ("wpe", _copy), "ln_f": ("ln_f", _copy)}
+_GPT2_TOP = {
+    "tok_emb": ("wte", _copy),
+    "pos_emb": ("wpe", _copy),
+    "ln_f": ("ln_f", _copy),
+    "lm_head": ("^lm_head", _copy),  # stored only when tie_word_embeddings is false
+}
+# transformers' attribute_map of GPT-1, GPT-2 and GPT-J: the common names of their fields.
+_GPT2_ALIASES = {"max_position_embeddings": "n_positions", "hidden_size": "n_embd",
+                 "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}  # fmt: skip
 
 FAMILIES: dict[str, Family] = {
-    "openai-gpt": Family("gpt1", "transformer.", _openai_config, {
-        "tok_emb": ("tokens_embed", _copy), "pos_emb": ("positions_embed", _copy)}, _GPT2_LAYER),
-    "gpt2": Family("gpt2", "transformer.", _gpt2_config, _GPT2_TOP, _GPT2_LAYER),
-    "gpt_neo": Family("gpt-neo", "transformer.", _neo_config, _GPT2_TOP, _NEO_LAYER),
-    "gptj": Family("gpt-j", "transformer.", _gptj_config, {
+    "openai-gpt": Family("gpt1", "transformer.", openai_config, {
+        "tok_emb": ("tokens_embed", _copy), "pos_emb": ("positions_embed", _copy),
+        "lm_head": ("^lm_head", _copy)}, _GPT2_LAYER, _GPT2_ALIASES),
+    "gpt2": Family("gpt2", "transformer.", gpt2_config, _GPT2_TOP, _GPT2_LAYER, _GPT2_ALIASES),
+    "gpt_neo": Family("gpt-neo", "transformer.", neo_config, _GPT2_TOP, _NEO_LAYER,
+        {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}),
+    "gptj": Family("gpt-j", "transformer.", gptj_config, {
         "tok_emb": ("wte", _copy), "ln_f": ("ln_f", _copy), "lm_head": ("^lm_head", _copy)},
-        _GPTJ_LAYER),
-    "gpt_neox": Family("gpt-neox", "gpt_neox.", _neox_config, {
+        _GPTJ_LAYER, _GPT2_ALIASES),
+    "gpt_neox": Family("gpt-neox", "gpt_neox.", neox_config, {
         "tok_emb": ("embed_in", _copy), "ln_f": ("final_layer_norm", _copy),
         "lm_head": ("^embed_out", _copy)}, _NEOX_LAYER),
-    "llama": Family("llama", "model.", _llama_config, _LLAMA_TOP, _LLAMA_LAYER),
-    "mistral": Family("llama", "model.", _llama_config, _LLAMA_TOP, _LLAMA_LAYER),
-    "mixtral": Family("mixtral", "model.", _llama_config, _LLAMA_TOP, _MIXTRAL_LAYER),
+    "llama": Family("llama", "model.", llama_config, _LLAMA_TOP, _LLAMA_LAYER),
+    "mistral": Family("llama", "model.", llama_config, _LLAMA_TOP, _LLAMA_LAYER),
+    "mixtral": Family("mixtral", "model.", llama_config, _LLAMA_TOP, _MIXTRAL_LAYER,
+        {"num_experts": "num_local_experts"}),
 }  # fmt: skip

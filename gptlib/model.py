@@ -6,6 +6,7 @@ One class serves every variant; the differences live in `GPTConfig`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import generation
 from .attention import KVCache, left_padding
-from .config import GPTConfig
+from .config import CONFIG_FORMAT, GPTConfig
 from .layers import Block, make_norm
+from .loss import cross_entropy_loss
 from .positional import LearnedPositions, SinusoidalPositions
 from .sampling import check_integer
 
@@ -34,7 +35,9 @@ class GPTOutput:
     """What `GPT.forward` returns."""
 
     logits: torch.Tensor  # (B, T, vocab_size)
-    loss: torch.Tensor | None = None  # mean cross-entropy over targets that are not -1
+    # float32 mean cross-entropy over the targets that are not ignored (-100 or -1); when all
+    # are ignored, a zero that keeps the autograd graph (see cross_entropy_loss)
+    loss: torch.Tensor | None = None
     attentions: tuple[torch.Tensor, ...] | None = None  # n_layer x (B, n_head, T, T_keys)
 
 
@@ -55,6 +58,12 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(
+                f"GPT takes a GPTConfig, got {type(config).__name__}; build one with "
+                "GPTConfig.from_preset(name, ...) or GPTConfig(...)"
+            )
+        config.validate()  # a field may have been changed since the config was made
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = POSITIONS[config.position](config)
@@ -84,15 +93,24 @@ class GPT(nn.Module):
     ) -> GPTOutput:
         """Logits for every position of idx (B, T); the loss if targets are given.
 
-        return_attention=True uses the explicit attention path and returns every layer's
-        weights. kv_cache continues a sequence whose earlier tokens are already in the cache
-        (notebooks/04_attention.ipynb). attention_mask (B, T_cached + T), 1 for a real token
-        and 0 for left padding as in transformers, lets prompts of different lengths share a
-        batch: each row's positions count from its first real token and no token attends to
-        padding (notebooks/14_inference.ipynb); a cache remembers the padding of its first
-        call. logits_to_keep=n returns the logits of the last n positions only (generation
-        needs just the last one).
+        targets (B, T) are the next token of each position; -100 (PyTorch's ignore_index) or
+        -1 leaves a position out of the loss; see `gptlib.loss.cross_entropy_loss`, which also
+        says what an all-ignored batch gives. return_attention=True uses the explicit attention
+        path and returns every layer's weights. kv_cache continues a sequence whose earlier
+        tokens are already in the cache (notebooks/04_attention.ipynb). attention_mask
+        (B, T_cached + T), 1 for a real token and 0 for left padding as in transformers, lets
+        prompts of different lengths share a batch: each row's positions count from its first
+        real token and no token attends to padding (notebooks/14_inference.ipynb); a cache
+        remembers the padding of its first call. logits_to_keep=n returns the logits of the last
+        n positions only (generation needs just the last one). Raises TypeError or ValueError
+        for idx that is not an integer (B, T) tensor of ids in [0, vocab_size), and for targets
+        of another shape or dtype.
         """
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(
+                f"idx must be a tensor of token ids, got {type(idx).__name__}; wrap a list of "
+                "ids with torch.tensor([ids])"
+            )
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(
                 f"idx must be an integer tensor of shape (batch, time), got {tuple(idx.shape)} "
@@ -108,12 +126,14 @@ class GPT(nn.Module):
         pad = None if attention_mask is None else left_padding(attention_mask, (B, start + T))
         positions = self._positions(B, T, idx.device, kv_cache, pad)
         x = self.tok_emb(idx)
-        if self.pos_emb is not None:
+        if self.config.scale_embeddings:  # Vaswani et al. 2017, §3.4
+            x = x * math.sqrt(self.config.n_embd)
+        if self.pos_emb is not None:  # a float32 table joins the model's dtype
             if positions.dim() == 1:
-                x = x + self.pos_emb(positions)
+                x = x + self.pos_emb(positions).to(x.dtype)
             else:  # padding (negative positions) borrows position 0: nothing attends to it
                 flat = self.pos_emb(positions.clamp(min=0).reshape(-1))
-                x = x + flat.view(*positions.shape, -1)
+                x = x + flat.view(*positions.shape, -1).to(x.dtype)
         x = self.drop(x)
         attentions = []
         for i, block in enumerate(self.blocks):
@@ -126,11 +146,7 @@ class GPT(nn.Module):
         if logits_to_keep is not None:
             x = x[:, -check_integer("logits_to_keep", logits_to_keep, 1, "an integer >= 1") :]
         logits = self._logits(x)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
-            )
+        loss = None if targets is None else cross_entropy_loss(logits, targets)
         return GPTOutput(logits, loss, tuple(attentions) if return_attention else None)
 
     def _positions(
@@ -222,46 +238,105 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ saving and loading
     def save(self, path: str | os.PathLike) -> Path:
-        """Write path/config.json and path/model.safetensors, each atomically (no pickle)."""
-        from safetensors.torch import save_file
+        """Write path/config.json and path/model.safetensors, each atomically (no pickle).
+
+        config.json holds the GPTConfig's fields plus "format_version" (CONFIG_FORMAT) and
+        "model_sha256", the sha256 of the model.safetensors written beside it, which `load`
+        verifies. A tied head is stored once, as tok_emb.weight; raises ValueError if the
+        config says tied but lm_head.weight no longer equals the embedding (it would be lost).
+        """
+        from safetensors.torch import save
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        head, embedding = self.lm_head.weight, self.tok_emb.weight
+        if (
+            self.config.tie_embeddings
+            and head is not embedding
+            and not torch.equal(head, embedding)
+        ):
+            raise ValueError(
+                "config.tie_embeddings is True, but lm_head.weight is no longer the token "
+                "embedding, so saving would lose it; re-tie them (model.lm_head.weight = "
+                "model.tok_emb.weight) or make the model with tie_embeddings=False"
+            )
         state = {
             name: tensor.detach().contiguous().cpu()
             for name, tensor in self.state_dict().items()
             if not (self.config.tie_embeddings and name == "lm_head.weight")
         }
-        _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-        config_text = json.dumps(self.config.to_dict(), indent=2)
+        data = save(state)
+        _atomic_write(path / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
+        saved = {
+            "format_version": CONFIG_FORMAT,
+            "model_sha256": hashlib.sha256(data).hexdigest(),
+            **self.config.to_dict(),
+        }
+        config_text = json.dumps(saved, indent=2)
         _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config_text))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GPT:
-        """Load a model written by `save`."""
+        """Load a model written by `save` (or by `python -m gptlib.train`), in eval mode.
+
+        Taught in notebooks/02_first_gpt.ipynb. Accepts a folder holding gptlib's config.json
+        and model.safetensors. The config must have every field of its format: a file without
+        "format_version" is format 1 (written before versions were recorded), and a field
+        added in a later format takes the value that reproduces the older files (see
+        gptlib.config.ADDED_FIELDS); any other missing field is an error that names it. From
+        format 2 on, the sha256 of model.safetensors must equal the one recorded in
+        config.json. Weights come back in float32 on map_location. A Hugging Face checkpoint
+        folder is refused with a pointer to `GPT.from_pretrained`. Raises FileNotFoundError
+        for a missing file and ValueError naming the file for anything malformed.
+        """
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         path = Path(path)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (path / name).is_file():
-                raise FileNotFoundError(
-                    f"{path / name} is missing; a gptlib checkpoint folder holds {CONFIG_FILE} and "
-                    f"{WEIGHTS_FILE} (written by GPT.save or `python -m gptlib.train`)"
+        config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"{config_path} is missing; a gptlib checkpoint folder holds {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE} (written by GPT.save or `python -m gptlib.train`)"
+            )
+        try:
+            saved = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{config_path} is not valid JSON ({err}); re-save it") from err
+        hf_keys = ("model_type", "architectures", "transformers_version")
+        if isinstance(saved, dict) and any(key in saved for key in hf_keys):
+            raise ValueError(
+                f"{path} holds a Hugging Face checkpoint (model_type "
+                f"{saved.get('model_type')!r}), not one written by GPT.save; load it with "
+                "GPT.from_pretrained(path)"
+            )
+        try:
+            config = GPTConfig.from_dict(saved)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{config_path}: {err}") from None
+        if not weights_path.is_file():
+            raise FileNotFoundError(
+                f"{weights_path} is missing; a gptlib checkpoint folder holds {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE} (written by GPT.save or `python -m gptlib.train`)"
+            )
+        data = weights_path.read_bytes()
+        if "model_sha256" in saved or saved.get("format_version", 1) >= 2:
+            recorded, actual = saved.get("model_sha256"), hashlib.sha256(data).hexdigest()
+            if recorded != actual:
+                raise ValueError(
+                    f"{weights_path} has sha256 {actual}, but {config_path} records "
+                    f"{recorded}: the weights are corrupt, or were changed after saving (or come "
+                    "from another save); restore both files from the same save, or retrain"
                 )
         try:
-            config = GPTConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save it") from err
-        try:
-            state = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
+            state = load(data)
         except (SafetensorError, OSError) as err:
             raise ValueError(
-                f"{path / WEIGHTS_FILE} is corrupt or truncated ({err}); re-save or retrain it"
+                f"{weights_path} is corrupt or truncated ({err}); re-save or retrain it"
             ) from err
-        model = cls(config).to(map_location)
-        if config.tie_embeddings:
+        model = cls(config)
+        if config.tie_embeddings and "tok_emb.weight" in state:
             state["lm_head.weight"] = state["tok_emb.weight"]
         expected = model.state_dict()
         problems = [f"missing {name}" for name in expected if name not in state]
@@ -273,19 +348,21 @@ class GPT(nn.Module):
         ]
         if problems:
             raise ValueError(
-                f"{path / WEIGHTS_FILE} does not match {path / CONFIG_FILE}: "
+                f"{weights_path} does not match {config_path}: "
                 + "; ".join(problems[:5])
                 + ("; ..." if len(problems) > 5 else "")
                 + ". Were the two files written by different runs?"
             )
         model.load_state_dict(state)
-        return model.eval()
+        return model.to(map_location).eval()
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str, **kwargs) -> GPT:
+    def from_pretrained(cls, path_or_id: str | os.PathLike, **kwargs) -> GPT:
         """Load a Hugging Face checkpoint (a local folder, or a hub id when online).
 
-        See gptlib/hf.py and notebooks/A_pretrained_weights.ipynb.
+        Taught in notebooks/A_pretrained_weights.ipynb; `gptlib.hf.load_hf_checkpoint` says
+        what it accepts (keyword arguments go there). A folder written by `GPT.save` is
+        refused with a pointer to `GPT.load`.
         """
         from .hf import load_hf_checkpoint
 

@@ -11,6 +11,30 @@ import torch
 from torch import nn
 
 
+class Float32Buffers(nn.Module):
+    """A module whose float32 buffers keep at least float32 precision when the model is cast.
+
+    `model.to(torch.bfloat16)` (or `.half()`) converts buffers as well as parameters; rotary
+    frequencies and ALiBi slopes rounded to 8 significant bits would give wrong angles and
+    biases at long positions (bfloat16 cannot even tell 1000 from 1002). Here a cast to a
+    16-bit float leaves them float32, a cast to float64 converts them, and a device move moves
+    them. Taught in notebooks/05_positional_encodings.ipynb.
+    """
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN201 (torch's signature)
+        kept = {
+            name: buffer
+            for name, buffer in self._buffers.items()
+            if buffer is not None and buffer.dtype == torch.float32
+        }
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = self._buffers[name]
+            if after is not None and after.is_floating_point() and after.element_size() < 4:
+                self._buffers[name] = before.to(after.device)
+        return self
+
+
 class LearnedPositions(nn.Module):
     """A trained vector per position, added to the token embedding (GPT-1, GPT-2, GPT-3)."""
 
@@ -36,7 +60,11 @@ def sinusoidal_table(positions: torch.Tensor, n_embd: int, base: float = 10000.0
 
 
 class SinusoidalPositions(nn.Module):
-    """Fixed sinusoidal encodings, computed for any position (no table size limit)."""
+    """Fixed sinusoidal encodings, computed for any position (no table size limit).
+
+    The table is computed in float32; `GPT.forward` casts it to the model's dtype as it adds
+    it, so a bfloat16 or float16 model gets angles computed at full precision.
+    """
 
     def __init__(self, n_embd: int) -> None:
         super().__init__()
@@ -46,14 +74,15 @@ class SinusoidalPositions(nn.Module):
         return sinusoidal_table(positions, self.n_embd)
 
 
-class Rotary(nn.Module):
+class Rotary(Float32Buffers):
     """Rotary position embedding (RoPE, Su et al. 2021) on the first `rotary_dim` dims of a head.
 
     Each pair of dimensions is rotated by the angle position·θ_i with θ_i = base^(-2i/rotary_dim),
     so the dot product of a rotated query and key depends only on their offset.
     `pairing="interleaved"` rotates adjacent dims (2i, 2i+1) as GPT-J does; `pairing="half"`
     rotates dim i with dim i + rotary_dim/2 as GPT-NeoX and Llama do. The two are the same
-    rotation up to a permutation of the dimensions.
+    rotation up to a permutation of the dimensions. The frequencies and angles stay float32 in a
+    bfloat16 or float16 model (see `Float32Buffers`); the rotated q and k return in their dtype.
     """
 
     def __init__(self, rotary_dim: int, base: float = 10000.0, pairing: str = "half") -> None:
@@ -71,7 +100,7 @@ class Rotary(nn.Module):
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of every angle, laid out to match the pairing: shape (T, rotary_dim)."""
-        angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
         if self.pairing == "interleaved":
             angles = angles.repeat_interleave(2, dim=-1)
         else:
@@ -86,7 +115,7 @@ class Rotary(nn.Module):
         else:
             first, second = rot.chunk(2, dim=-1)
             partner = torch.cat([-second, first], dim=-1)
-        rotated = (rot.float() * cos + partner.float() * sin).to(x.dtype)
+        rotated = (rot.to(cos.dtype) * cos + partner.to(cos.dtype) * sin).to(x.dtype)
         return torch.cat([rotated, rest], dim=-1)
 
     def forward(

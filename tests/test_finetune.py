@@ -119,3 +119,45 @@ def test_bad_arguments() -> None:
         SequenceClassifier(tiny_gpt(), n_classes=1)
     with pytest.raises(ValueError, match="lm_weight"):
         SequenceClassifier(tiny_gpt(), n_classes=2, lm_weight=-1.0)
+
+
+def test_an_input_of_only_special_tokens_gives_a_zero_lm_loss_that_trains() -> None:
+    """No LM target is left (all ignored): the LM term is zero, not NaN, and a step is safe."""
+    gpt = tiny_gpt()
+    batch = collate([gpt1_input([], start_id=START, extract_id=EXTRACT)], labels=[1],
+                    special_ids=(START, DELIM, EXTRACT))  # fmt: skip
+    assert (batch.lm_targets == -1).all()
+    model = SequenceClassifier(gpt, n_classes=2)
+    out = model(batch)
+    assert out.lm_loss.item() == 0.0 and out.lm_loss.requires_grad
+    torch.testing.assert_close(out.loss, out.task_loss)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    out.loss.backward()
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.isfinite(model(batch).logits).all()
+
+
+def test_labels_use_the_same_ignore_values_and_range_check() -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=2).eval()
+    batch = collate([[START, 1, EXTRACT], [START, 2, EXTRACT]], labels=[1, -100])
+    out = model(batch)
+    torch.testing.assert_close(out.task_loss, F.cross_entropy(out.logits[:1], batch.labels[:1]))
+    with pytest.raises(ValueError, match=r"target 2 at position \(1,\) is outside \[0, 2\)"):
+        model(collate([[START, 1, EXTRACT], [START, 2, EXTRACT]], labels=[0, 2]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(n_classes=2.0), TypeError, "n_classes"),
+        (dict(n_classes=2, lm_weight="0.5"), TypeError, "lm_weight"),
+        (dict(n_classes=2, lm_weight=float("inf")), ValueError, "lm_weight"),
+        (dict(n_classes=2, dropout=1.0), ValueError, "dropout"),
+    ],
+)
+def test_bad_classifier_settings_are_named(kwargs, error, message) -> None:
+    with pytest.raises(error, match=message):
+        SequenceClassifier(tiny_gpt(), **kwargs)
+    with pytest.raises(TypeError, match="gptlib GPT"):
+        SequenceClassifier(torch.nn.Linear(2, 2), n_classes=2)

@@ -7,8 +7,11 @@ fast path and on the explicit path that returns attention weights, the attention
 must agree with transformers' own, and greedy decoding with our KV cache must produce the
 tokens transformers' generate produces. Cases include the variations that break ports: a
 local window shorter than the sequence, partial rotary, several query heads per key/value
-head, a sliding window shorter than the sequence, top-2 mixture of experts, and an MLP width
-that is not 4·d.
+head, a sliding window shorter than the sequence, top-2 mixture of experts, an MLP width
+that is not 4·d, and a tied and an untied output head for every family. The same models
+still match when config.json leaves out every field that equals transformers' default (as
+files written by older transformers do), and every field gptlib cannot reproduce is refused
+by name.
 """
 
 import json
@@ -78,6 +81,40 @@ CASES = {
         "MixtralConfig", "MixtralForCausalLM", max_position_embeddings=64, hidden_size=48,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
         num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
+    ),
+    # The other choice of tie_word_embeddings for every family, and other honoured fields.
+    "gpt1-untied": _case(
+        "OpenAIGPTConfig", "OpenAIGPTLMHeadModel", n_positions=64, n_embd=32, n_layer=1, n_head=4,
+        tie_word_embeddings=False,
+    ),
+    "gpt2-untied-unscaled-upcast": _case(
+        "GPT2Config", "GPT2LMHeadModel", n_positions=64, n_embd=32, n_layer=2, n_head=4,
+        tie_word_embeddings=False, scale_attn_weights=False, reorder_and_upcast_attn=True,
+        activation_function="relu",
+    ),
+    "gpt-neo-untied": _case(
+        "GPTNeoConfig", "GPTNeoForCausalLM", max_position_embeddings=64, hidden_size=32,
+        num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=8,
+        tie_word_embeddings=False,
+    ),
+    "gpt-j-tied-default-rotary-dim": _case(  # rotary_dim 64 (the default) of head_dim 128
+        "GPTJConfig", "GPTJForCausalLM", n_positions=64, n_embd=256, n_layer=1, n_head=2,
+        tie_word_embeddings=True,
+    ),
+    "gpt-neox-tied-default-rotary": _case(  # rotary_pct 0.25 and base 10000 by default
+        "GPTNeoXConfig", "GPTNeoXForCausalLM", max_position_embeddings=64, hidden_size=64,
+        num_hidden_layers=1, num_attention_heads=4, intermediate_size=96,
+        tie_word_embeddings=True,
+    ),
+    "mistral-tied-gqa-theta": _case(
+        "MistralConfig", "MistralForCausalLM", max_position_embeddings=64, hidden_size=32,
+        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+        sliding_window=None, tie_word_embeddings=True, rope_theta=100.0,
+    ),
+    "mixtral-tied-top1": _case(
+        "MixtralConfig", "MixtralForCausalLM", max_position_embeddings=64, hidden_size=32,
+        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4, intermediate_size=48,
+        num_local_experts=3, num_experts_per_tok=1, tie_word_embeddings=True,
     ),
 }  # fmt: skip
 
@@ -195,6 +232,8 @@ def test_a_checkpoint_sharded_over_several_files_loads(tmp_path: Path) -> None:
 
 def test_dtype_argument_converts_the_model(tmp_path: Path) -> None:
     _hf_model("llama-gqa").save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype"):
+        load_hf_checkpoint(tmp_path, dtype="bfloat16")
     model = load_hf_checkpoint(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.blocks[0].attn.rotary.inv_freq.dtype == torch.float32  # angles stay precise
@@ -288,3 +327,261 @@ def test_a_hub_id_is_read_from_the_cache_first_then_fetched(
         ("some-org/some-gpt2", "pytorch_model*.bin", True),
         ("some-org/some-gpt2", "model*.safetensors", False),
     ]
+
+
+# ------------------------------------------------------------------------------ defaults
+def _strip_defaults(folder: Path, config_class: str) -> None:
+    """Leave out of config.json every field equal to transformers' default for the class, as
+    files written by older transformers versions do; the loader must supply the same default."""
+    defaults = getattr(transformers, config_class)().to_dict()
+    config = json.loads((folder / "config.json").read_text())
+    keep = {"model_type", "vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
+            "max_position_embeddings", "hidden_size", "num_layers", "num_heads",
+            "num_hidden_layers", "num_attention_heads", "intermediate_size"}  # fmt: skip
+    stripped = {k: v for k, v in config.items() if k in keep or defaults.get(k, object()) != v}
+    (folder / "config.json").write_text(json.dumps(stripped))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fields_left_at_their_default_are_read_as_transformers_reads_them(
+    pairs: dict, name: str, tmp_path: Path
+) -> None:
+    hf = pairs[name][0]
+    hf.save_pretrained(tmp_path)
+    _strip_defaults(tmp_path, CASES[name][0])
+    ours = GPT.from_pretrained(tmp_path)
+    idx = _tokens()
+    with torch.no_grad():
+        assert (ours(idx).logits - hf(idx).logits).abs().max() < TOLERANCE
+
+
+def test_legacy_rope_spellings_are_read(pairs: dict, tmp_path: Path) -> None:
+    """transformers 4 wrote rotary_pct / rotary_emb_base (GPT-NeoX) and rope_theta (Llama)."""
+    for name, legacy in (
+        ("gpt-neox-serial-no-bias", {"rotary_pct": 0.5, "rotary_emb_base": 10000}),
+        ("llama-gqa", {"rope_theta": 500.0, "rope_scaling": None}),
+    ):
+        hf = pairs[name][0]
+        hf.save_pretrained(tmp_path / name)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        del config["rope_parameters"]
+        (tmp_path / name / "config.json").write_text(json.dumps({**config, **legacy}))
+        idx = _tokens()
+        with torch.no_grad():
+            got = GPT.from_pretrained(tmp_path / name)(idx).logits
+            assert (got - hf(idx).logits).abs().max() < TOLERANCE, name
+
+
+# ------------------------------------------------------------------------------ refused fields
+def _hf_dict(config_class: str, **fields) -> dict:
+    return getattr(transformers, config_class)(**fields).to_dict()
+
+
+SMALL = {
+    "GPT2Config": dict(n_embd=48, n_layer=2, n_head=4, vocab_size=VOCAB),
+    "GPTJConfig": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, rotary_dim=8),
+    "GPTNeoConfig": dict(hidden_size=32, num_layers=2, num_heads=4, vocab_size=VOCAB,
+                         attention_types=[[["global", "local"], 1]]),
+    "GPTNeoXConfig": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=96, vocab_size=VOCAB),
+    "LlamaConfig": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                        intermediate_size=96, vocab_size=VOCAB),
+    "MistralConfig": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                          intermediate_size=96, vocab_size=VOCAB),
+    "MixtralConfig": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                          intermediate_size=96, vocab_size=VOCAB),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config_class, edits, message",
+    [
+        ("GPT2Config", dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx=True"),
+        ("GPT2Config", dict(add_cross_attention=True), "add_cross_attention=True"),
+        ("GPT2Config", dict(pruned_heads={"0": [1]}), "pruned_heads="),
+        ("LlamaConfig", dict(quantization_config={"quant_method": "bitsandbytes"}), "quantization_config="),
+        ("GPT2Config", dict(tie_word_embeddings="yes"), "tie_word_embeddings='yes'"),
+        ("GPT2Config", dict(hidden_size=99), "n_embd=48 and its alias hidden_size=99"),
+        ("GPT2Config", dict(n_embd=None), r"has no \['n_embd'\]"),
+        ("GPTNeoXConfig", dict(intermediate_size=None), "'intermediate_size'"),
+        ("GPTNeoXConfig", dict(use_parallel_residual="no"), "use_parallel_residual='no'"),
+        ("GPTNeoXConfig", dict(rope_theta=500.0), "rope_theta=500.0, which transformers"),
+        ("GPTNeoXConfig", dict(head_dim=8), "head_dim=8"),
+        ("GPTNeoXConfig", dict(rope_scaling={"rope_type": "default", "rope_theta": 7.0}),
+         "both rope_scaling and rope_parameters"),
+        ("LlamaConfig", dict(rope_parameters={"rope_type": "yarn", "factor": 2.0}), "RoPE scaling 'yarn'"),
+        ("LlamaConfig", dict(rope_parameters={"full_attention": {"rope_type": "default"}}), "per-layer RoPE"),
+        ("LlamaConfig", dict(partial_rotary_factor=0.5), "partial_rotary_factor=0.5"),
+        ("LlamaConfig", dict(head_dim=16), "head_dim=16"),
+        ("LlamaConfig", dict(sliding_window=8), "sliding_window=8"),
+        ("MistralConfig", dict(attention_bias=True), "attention_bias=True"),
+        ("MixtralConfig", dict(mlp_bias=True), "mlp_bias=True"),
+        ("GPTNeoConfig", dict(attention_layers=["global", "global"]), "attention_layers"),
+        ("GPTJConfig", dict(rotary_dim=None), "rotary_dim=None"),
+        ("GPTJConfig", dict(rotary_dim=32), "rotary_dim=32"),
+    ],
+)  # fmt: skip
+def test_fields_gptlib_cannot_reproduce_are_refused_by_name(config_class, edits, message) -> None:
+    hf = {**_hf_dict(config_class, **SMALL[config_class]), **edits}
+    with pytest.raises(ValueError, match=message):
+        hf_config_to_gpt(hf)
+
+
+def test_config_errors_name_the_file(gpt2_folder: Path) -> None:
+    config = json.loads((gpt2_folder / "config.json").read_text())
+    del config["n_layer"]
+    (gpt2_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json: gpt2 config\.json has no \['n_layer'\]"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+# ------------------------------------------------------------------------------ tied heads
+def _rewrite_tensors(folder: Path, **changes) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    for name, tensor in changes.items():
+        if tensor is None:
+            del state[name]
+        else:
+            state[name] = tensor
+    save_file(state, folder / "model.safetensors")
+
+
+def test_a_tied_head_stored_beside_the_embedding_loads_only_if_equal(gpt2_folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    embedding = load_file(gpt2_folder / "model.safetensors")["transformer.wte.weight"]
+    _rewrite_tensors(gpt2_folder, **{"lm_head.weight": embedding.clone()})
+    model = GPT.from_pretrained(gpt2_folder)
+    assert model.lm_head.weight is model.tok_emb.weight
+    torch.testing.assert_close(model.lm_head.weight, embedding, rtol=0, atol=0)
+    _rewrite_tensors(gpt2_folder, **{"lm_head.weight": embedding + 0.5})
+    with pytest.raises(ValueError, match=r"tie_word_embeddings=true.*lm_head\.weight that differs"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+def test_an_untied_checkpoint_without_its_head_is_refused(pairs: dict, tmp_path: Path) -> None:
+    hf, ours = pairs["gpt-neo-untied"]
+    assert not ours.config.tie_embeddings
+    assert ours.lm_head.weight is not ours.tok_emb.weight
+    hf.save_pretrained(tmp_path)
+    _rewrite_tensors(tmp_path, **{"lm_head.weight": None})
+    with pytest.raises(KeyError, match=r"no tensor 'lm_head\.weight'"):
+        GPT.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------------------ broken files
+def test_a_malformed_shard_index_is_named(tmp_path: Path) -> None:
+    _hf_model("llama-gqa").save_pretrained(tmp_path, max_shard_size="40KB")
+    index = tmp_path / "model.safetensors.index.json"
+    good = json.loads(index.read_text())
+    index.write_text("{not json")
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json is not valid JSON"):
+        GPT.from_pretrained(tmp_path)
+    index.write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(ValueError, match=r"index\.json has no \"weight_map\""):
+        GPT.from_pretrained(tmp_path)
+    first = next(iter(good["weight_map"]))
+    for outside in ("../x.safetensors", "/etc/x.safetensors", "sub/x.safetensors"):
+        good["weight_map"][first] = outside
+        index.write_text(json.dumps(good))
+        with pytest.raises(ValueError, match=rf"index\.json lists the weight file '{outside}'"):
+            GPT.from_pretrained(tmp_path)
+
+
+def test_a_truncated_safetensors_file_is_named(gpt2_folder: Path) -> None:
+    weights = gpt2_folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a readable safetensors file"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+class NotATensor:  # a class that torch.load(weights_only=True) refuses to unpickle
+    pass
+
+
+def test_a_pickle_bin_is_refused_without_suggesting_weights_only_false(gpt2_folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(gpt2_folder / "model.safetensors")
+    (gpt2_folder / "model.safetensors").unlink()
+    torch.save({**state, "extra": NotATensor()}, gpt2_folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin is a pickle .*NotATensor") as info:
+        GPT.from_pretrained(gpt2_folder)
+    assert "weights_only=False" not in str(info.value)
+    assert info.value.__suppress_context__  # torch's own advice is not shown beneath it
+    torch.save({**state, "extra": 3}, gpt2_folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin does not hold a dict of named"):
+        GPT.from_pretrained(gpt2_folder)
+    torch.save(state, gpt2_folder / "pytorch_model.bin")
+    data = (gpt2_folder / "pytorch_model.bin").read_bytes()
+    (gpt2_folder / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin is not a readable PyTorch"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+# ------------------------------------------------------------------------------ which loader
+def test_each_loader_points_at_the_other_for_the_other_format(
+    gpt2_folder: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"Hugging Face checkpoint.*GPT\.from_pretrained"):
+        GPT.load(gpt2_folder)
+    ours = GPT.from_pretrained(gpt2_folder).save(tmp_path / "ours")
+    with pytest.raises(ValueError, match=r"written by GPT\.save.*GPT\.load\(path\)"):
+        GPT.from_pretrained(ours)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["./gpt2", "../gpt2", ".gpt2", "~/no-such-model-dir", "/no/such/model", "models/gpt2/",
+     "a/b/c", "org\\name", "org/name/"],
+)  # fmt: skip
+def test_a_string_that_looks_like_a_path_is_never_looked_up_online(
+    monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"{path!r} was looked up on the hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    with pytest.raises(FileNotFoundError, match="never looked up online"):
+        GPT.from_pretrained(path)
+    with pytest.raises(FileNotFoundError, match="never looked up online"):
+        resolve_checkpoint(Path("org/name"))  # a Path is always a local path
+
+
+def test_saved_buffers_are_dropped_only_if_gptlib_computes_the_same(
+    pairs: dict, tmp_path: Path
+) -> None:
+    """Older checkpoints stored causal masks, their fill value and rotary frequencies."""
+    hf, ours = pairs["gpt-neo-window-shorter-than-sequence"]  # layers: global, local, local
+    hf.save_pretrained(tmp_path / "neo")
+    causal = torch.ones(64, 64).tril().bool()
+    local = causal ^ torch.ones(64, 64).tril(-8).bool()  # transformers' window of 8
+    masks = {f"transformer.h.{i}.attn.attention.bias": m[None, None].clone()
+             for i, m in enumerate((causal, local, local))}  # fmt: skip
+    _rewrite_tensors(tmp_path / "neo", **masks,
+                     **{"transformer.h.0.attn.attention.masked_bias": torch.tensor(-1e9)})  # fmt: skip
+    idx = _tokens()
+    with torch.no_grad():
+        loaded = GPT.from_pretrained(tmp_path / "neo")
+        torch.testing.assert_close(loaded(idx).logits, ours(idx).logits, rtol=0, atol=0)
+    _rewrite_tensors(
+        tmp_path / "neo", **{"transformer.h.1.attn.attention.bias": causal[None, None]}
+    )
+    with pytest.raises(ValueError, match=r"h\.1\.attn\.attention\.bias, which is not .* 'local'"):
+        GPT.from_pretrained(tmp_path / "neo")
+
+    hf, ours = pairs["gpt-neox-serial-no-bias"]  # rotary on 8 of 16 dimensions, base 10000
+    hf.save_pretrained(tmp_path / "neox")
+    name = "gpt_neox.layers.0.attention.rotary_emb.inv_freq"
+    freq = ours.blocks[0].attn.rotary.inv_freq
+    _rewrite_tensors(tmp_path / "neox", **{name: freq.half()})
+    GPT.from_pretrained(tmp_path / "neox")
+    _rewrite_tensors(tmp_path / "neox", **{name: freq * 2})
+    with pytest.raises(
+        ValueError, match=r"rotary_emb\.inv_freq, which is not .*\(rotary frequencies"
+    ):
+        GPT.from_pretrained(tmp_path / "neox")

@@ -202,3 +202,41 @@ def test_without_positions_one_causal_layer_sees_a_bag_of_tokens():
     torch.testing.assert_close(model(idx).logits[0, -1], model(shuffled).logits[0, -1])
     learned = GPT(GPTConfig(**{**config.to_dict(), "position": "learned"})).eval()
     assert not torch.allclose(learned(idx).logits[0, -1], learned(shuffled).logits[0, -1])
+
+
+@pytest.mark.parametrize("cast", ["to", "half", "bfloat16"])
+def test_rotary_frequencies_and_alibi_slopes_stay_float32_in_a_low_precision_model(cast):
+    """model.to(dtype) converts buffers too; position angles and slopes must not lose bits."""
+    rotary = GPT(GPTConfig(n_layer=1, n_head=3, n_embd=48, position="rotary", rotary_base=500.0))
+    alibi = GPT(GPTConfig(n_layer=1, n_head=12, n_embd=48, position="alibi"))
+    expected_freq = rotary.blocks[0].attn.rotary.inv_freq.clone()
+    expected_slopes = alibi_slopes(12)
+    for model in (rotary, alibi):
+        {"to": lambda m: m.to(torch.bfloat16), "half": lambda m: m.half(),
+         "bfloat16": lambda m: m.bfloat16()}[cast](model)  # fmt: skip
+        assert model.tok_emb.weight.dtype in (torch.bfloat16, torch.float16)
+    freq = rotary.blocks[0].attn.rotary.inv_freq
+    slopes = alibi.blocks[0].attn.alibi_slopes
+    assert freq.dtype == slopes.dtype == torch.float32
+    torch.testing.assert_close(freq, expected_freq, rtol=0, atol=0)
+    torch.testing.assert_close(slopes, expected_slopes, rtol=0, atol=0)
+    far = torch.arange(10_000, 10_016)  # the angles at long positions are float32's exactly
+    exact = Rotary(16, 500.0).cos_sin(far)
+    for got, want in zip(rotary.blocks[0].attn.rotary.cos_sin(far), exact, strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert rotary.to("cpu").blocks[0].attn.rotary.inv_freq.dtype == torch.float32  # a move
+    rotary.to(torch.float64)  # a more precise dtype converts them
+    assert rotary.blocks[0].attn.rotary.inv_freq.dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_sinusoidal_model_runs_in_low_precision_with_a_float32_table(dtype):
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=10, position="sinusoidal"))
+    embedded = {}
+    model.blocks[0].register_forward_pre_hook(lambda m, args: embedded.update(x=args[0]))
+    idx = torch.randint(0, 10, (1, 600), generator=torch.Generator().manual_seed(0))
+    model.to(dtype)(idx)
+    table = sinusoidal_table(torch.arange(600), 16)  # angles computed in float32, then rounded
+    expected = (model.tok_emb(idx) + table.to(dtype)).float()
+    torch.testing.assert_close(embedded["x"].float(), expected, rtol=0, atol=0)

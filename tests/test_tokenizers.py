@@ -295,3 +295,108 @@ def test_missing_rank_file_explains_the_install(tmp_path: Path) -> None:
         FileNotFoundError, match=r"(?s)gpt2\.tiktoken.*pip install --no-deps openai"
     ):
         _first_available("gpt2", paths)
+
+
+# ---------------------------------------------------------------- bad input, both tokenizers
+
+
+@pytest.fixture(scope="module")
+def both(corpus: str) -> list:
+    return [CharTokenizer.from_text(MIXED), BPETokenizer.train(corpus[:5_000], 300)]
+
+
+def test_a_lone_surrogate_is_refused_where_it_enters(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"lone surrogate '\\udce9' \(U\+DCE9\) at position 3"):
+        CharTokenizer.from_text("caf\udce9")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        CharTokenizer(["a", "\ud800"])
+    tok = CharTokenizer.from_text("café")
+    with pytest.raises(ValueError, match=r"lone surrogate .* at position 1"):
+        tok.encode("c\udce9")
+    tok.save(tmp_path / "chars.json")  # every tokenizer that can be built can be saved
+    assert CharTokenizer.load(tmp_path / "chars.json").chars == tok.chars
+    # BPE encodes a lone surrogate as U+FFFD, as tiktoken does
+    bpe = BPETokenizer.train("abc", 258, pattern=None)
+    assert bpe.decode(bpe.encode("a\udce9")) == "a\ufffd"
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["char", "bpe"])
+def test_decode_takes_one_sequence_of_integer_ids(both: list, which: int) -> None:
+    import numpy as np
+    import torch
+
+    tok = both[which]
+    ids = tok.encode("naïve café")
+    text = tok.decode(ids)
+    assert tok.decode(torch.tensor(ids)) == text
+    assert tok.decode(np.array(ids)) == text
+    assert tok.decode([np.int64(i) for i in ids]) == text
+    assert tok.decode(tuple(ids)) == text and tok.decode([]) == ""
+    with pytest.raises(ValueError, match=r"one sequence of ids \(1-D\), got shape \(2, 3\)"):
+        tok.decode(torch.tensor([ids[:3], ids[:3]]))
+    with pytest.raises(TypeError, match=r"integer token ids; item 0 is \[.*one sequence"):
+        tok.decode([ids[:3], ids[:3]])
+    with pytest.raises(TypeError, match=r"integer token ids; item 0 is 1\.0 \(float\)"):
+        tok.decode(torch.tensor([1.0, 2.0]))
+    with pytest.raises(TypeError, match=r"item 1 is 2\.5"):
+        tok.decode([1, 2.5])
+    with pytest.raises(TypeError, match=r"item 0 is True"):
+        tok.decode([True])
+    with pytest.raises(TypeError, match=r"for one id pass \[id\]"):
+        tok.decode(5)
+    with pytest.raises(TypeError, match="not str"):
+        tok.decode("abc")
+    with pytest.raises(ValueError, match="-1"):
+        tok.decode([-1])
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["char", "bpe"])
+def test_encode_takes_a_str(both: list, which: int) -> None:
+    tok = both[which]
+    with pytest.raises(TypeError, match=r"encode takes a str, got bytes \(decode bytes first"):
+        tok.encode(b"abc")
+    with pytest.raises(TypeError, match="encode takes a str, got int"):
+        tok.encode(12)
+
+
+def test_bpe_methods_check_their_arguments(both: list) -> None:
+    bpe = both[1]
+    with pytest.raises(TypeError, match=r"vocab_size must be an integer, got '300' \(str\)"):
+        BPETokenizer.train("some text", "300")
+    with pytest.raises(TypeError, match=r"vocab_size must be an integer, got 300\.0"):
+        BPETokenizer.train("some text", 300.0)
+    with pytest.raises(TypeError, match="BPETokenizer.train takes a str, got list"):
+        BPETokenizer.train(["some text"], 300)
+    with pytest.raises(TypeError, match=r"special_tokens must be non-empty strings, got \[''\]"):
+        BPETokenizer.train("some text", 300, special_tokens=[""])
+    with pytest.raises(TypeError, match="encode_ordinary takes a str"):
+        bpe.encode_ordinary(None)
+    with pytest.raises(TypeError, match="allowed_special must be 'all' or a collection"):
+        bpe.encode("x", allowed_special=None)
+    with pytest.raises(TypeError, match="Merge 0 is 5"):
+        BPETokenizer([5])
+    with pytest.raises(TypeError, match="must be a non-empty str"):
+        BPETokenizer([], special_tokens={"": 256})
+    with pytest.raises(TypeError, match="n_merges must be an integer"):
+        train_merges({b"ab": 2}, "3")
+    with pytest.raises(TypeError, match="chunk_counts must map"):
+        train_merges({"ab": 2}, 3)
+    with pytest.raises(TypeError, match="encoding name must be a str"):
+        get_encoding(["gpt2"])
+
+
+def test_a_damaged_char_tokenizer_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "chars.json"
+    path.write_text('{"format": "gptlib-char"}')
+    with pytest.raises(ValueError, match=r"chars\.json is a damaged CharTokenizer file.*\"chars\""):
+        CharTokenizer.load(path)
+    path.write_text('{"format": "gptlib-char", "chars": "abc"}')
+    with pytest.raises(ValueError, match="damaged CharTokenizer file"):
+        CharTokenizer.load(path)
+    path.write_text('{"format": "gptlib-char", "chars": ["a", "a"]}')
+    with pytest.raises(
+        ValueError, match=r"chars\.json is a damaged CharTokenizer file: .*distinct"
+    ):
+        CharTokenizer.load(path)
+    with pytest.raises(TypeError, match="CharTokenizer takes a sequence of characters, got int"):
+        CharTokenizer(5)
