@@ -229,8 +229,8 @@ def _weights_of(
 def _check_limits(max_tokens: int, max_bytes: int) -> None:
     if not 1 <= max_tokens <= HARD_MAX_TOKENS:
         raise ValueError(f"max_tokens must be from 1 to {HARD_MAX_TOKENS}, got {max_tokens}")
-    if max_bytes < 50_000:
-        raise ValueError(f"max_bytes must be at least 50,000 (the script alone), got {max_bytes}")
+    if max_bytes < 25_000:
+        raise ValueError(f"max_bytes must be at least 25,000 (about the script), got {max_bytes}")
 
 
 def _build(
