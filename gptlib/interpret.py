@@ -171,7 +171,7 @@ def induction_scores(
 
     The score is the mean attention from a token in a later copy to the token that followed
     its previous occurrence, key position q - seq_len + 1, averaged over those queries and the
-    batch (Olsson et al. 2022, §2 "prefix matching"). Pass `tokens` (from
+    batch (Olsson et al. 2022, "prefix matching"). Pass `tokens` (from
     `repeated_random_tokens`) to score a fixed batch; otherwise one is drawn with `generator`
     (from `candidates` only, if given).
     """

@@ -4,10 +4,10 @@ Taught in notebooks/15_attention_maps.ipynb.
 
 A high attention score says where a head looks, not that the model needs it. The tools here
 change what flows through a model and measure the effect: zero and mean ablation of heads
-(Olsson et al. 2022 ablate heads; Wang et al. 2022, §3, argue for mean over zero ablation),
+(Olsson et al. 2022 ablate heads; Wang et al. 2022 use mean ablation, their "knockouts"),
 the logit lens (nostalgebraist 2020: read every layer's residual stream through the final
-norm and the unembedding), and activation patching (Meng et al. 2022, §2.1 "causal tracing";
-Wang et al. 2022, §3.1): run a corrupted input, copy one activation from a clean run, and see
+norm and the unembedding), and activation patching (Meng et al. 2022, §2 "causal tracing";
+Wang et al. 2022, "path patching"): run a corrupted input, copy one activation from a clean run, and see
 how much of the clean behaviour comes back. Everything works through PyTorch hooks, which
 are removed on exit; no weight is changed.
 """
@@ -126,7 +126,7 @@ def ablated_heads(
     replaces each head's output (before the output projection) by zeros: the head still
     attends but writes nothing. "mean" replaces it by its mean over every position of the
     `reference` tokens (batch, T), which removes what the head says about this input while
-    keeping the constant part later layers expect (Wang et al. 2022, §3). Raises ValueError
+    keeping the constant part later layers expect (Wang et al. 2022, "knockouts"). Raises ValueError
     for a head the model does not have, an unknown method, or "mean" without reference tokens.
     """
     heads = [(int(layer), int(head)) for layer, head in heads]
@@ -225,7 +225,7 @@ def direct_logit_attribution(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     fixed, so with each position's scale taken from the run, the logits are a sum of one term
     per head (and per MLP, embedding and bias). Each head's term for the true next token,
     minus its mean over the vocabulary (softmax ignores a shift common to all logits), is
-    returned (Elhage et al. 2021, "direct path"; Wang et al. 2022, §3.1 "direct logit
+    returned (Elhage et al. 2021, "direct path"; Wang et al. 2022 use it as "direct logit
     attribution"). Needs a final LayerNorm or RMSNorm, or none.
     """
     tokens = _check_tokens(model, tokens)
@@ -275,7 +275,7 @@ def patch_residual(
 
     Taught in notebooks/15_attention_maps.ipynb. For every stream index i (0: embeddings, i:
     after block i - 1) and position p, the corrupted input runs with its stream i at p replaced
-    by the clean run's, and `metric(logits)` is recorded (Meng et al. 2022, §2.1). clean and
+    by the clean run's, and `metric(logits)` is recorded (Meng et al. 2022, §2). clean and
     corrupted are (batch, T) token tensors of one shape; positions default to all T.
     """
     clean, corrupted = _check_tokens(model, clean, "clean"), _check_tokens(model, corrupted)
@@ -309,8 +309,8 @@ def patch_heads(
 
     Taught in notebooks/15_attention_maps.ipynb. For each head, the corrupted input runs with
     that head's output (before the output projection) replaced by the clean run's at
-    `positions` (default: every position), and `metric(logits)` is recorded (Wang et al. 2022,
-    §3.1). A head whose patch brings the clean metric back carries what the corruption removed.
+    `positions` (default: every position), and `metric(logits)` is recorded (Wang et al. 2022
+    patch heads and paths this way). A head whose patch brings the clean metric back carries what the corruption removed.
     """
     clean, corrupted = _check_tokens(model, clean, "clean"), _check_tokens(model, corrupted)
     if clean.shape != corrupted.shape:
