@@ -263,6 +263,18 @@ def _metric_value(metric: Metric, logits: torch.Tensor) -> float:
     return float(metric(logits))
 
 
+def _check_pair(
+    model: GPT, clean: torch.Tensor, corrupted: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    clean, corrupted = _check_tokens(model, clean, "clean"), _check_tokens(model, corrupted)
+    if clean.shape != corrupted.shape:
+        raise ValueError(
+            f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} must have the "
+            "same shape: patching swaps activations position by position"
+        )
+    return clean, corrupted
+
+
 @torch.no_grad()
 def patch_residual(
     model: GPT,
@@ -278,9 +290,7 @@ def patch_residual(
     by the clean run's, and `metric(logits)` is recorded (Meng et al. 2022, §2). clean and
     corrupted are (batch, T) token tensors of one shape; positions default to all T.
     """
-    clean, corrupted = _check_tokens(model, clean, "clean"), _check_tokens(model, corrupted)
-    if clean.shape != corrupted.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupted must have the same shape")
+    clean, corrupted = _check_pair(model, clean, corrupted)
     positions = list(range(clean.size(1))) if positions is None else [int(p) for p in positions]
     stream = residual_stream(model, clean)
     results = torch.zeros(model.config.n_layer + 1, len(positions))
@@ -312,9 +322,7 @@ def patch_heads(
     `positions` (default: every position), and `metric(logits)` is recorded (Wang et al. 2022
     patch heads and paths this way). A head whose patch brings the clean metric back carries what the corruption removed.
     """
-    clean, corrupted = _check_tokens(model, clean, "clean"), _check_tokens(model, corrupted)
-    if clean.shape != corrupted.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupted must have the same shape")
+    clean, corrupted = _check_pair(model, clean, corrupted)
     where = slice(None) if positions is None else [int(p) for p in positions]
     clean_z = head_outputs(model, clean)
     config = model.config
