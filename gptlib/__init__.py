@@ -2,7 +2,8 @@
 
 One module per idea the book teaches (see README.md): config, tokenizers (with bpe), attention,
 positional, layers, model, sampling, data, train (with checkpoint and train_cli), hf (with
-hf_families), finetune, scaling, inference, viz and interpret.
+hf_families), finetune, scaling, inference, viz (with attention_views), interpret and
+interventions.
 """
 
 from .config import GPTConfig
