@@ -202,3 +202,40 @@ def test_head_view_alone_has_no_thumbnails_or_pattern(browser_page, tmp_path, ru
     assert page.locator("canvas.gav-pattern").count() == 0
     assert sum(_lines(page).values()) > 0
     _clean(browser_page)
+
+
+# How front ends insert an output: classic Notebook (jQuery) evaluates the scripts of an HTML
+# output before the output is attached to the page; JupyterLab re-creates its script elements,
+# which run once the output is attached; both are done here to a detached element.
+INSERT_LIKE = {
+    "classic Notebook": """html => {
+        const host = document.createElement('div');
+        host.innerHTML = html;
+        for (const s of host.querySelectorAll('script')) {
+            if (!s.type) (0, eval)(s.textContent);
+        }
+        setTimeout(() => document.body.appendChild(host), 50);
+    }""",
+    "JupyterLab": """html => {
+        const host = document.createElement('div');
+        host.innerHTML = html;
+        for (const old of host.querySelectorAll('script')) {
+            const s = document.createElement('script');
+            for (const attribute of old.attributes) s.setAttribute(attribute.name, attribute.value);
+            s.textContent = old.textContent;
+            old.replaceWith(s);
+        }
+        setTimeout(() => document.body.appendChild(host), 50);
+    }""",
+}
+
+
+@pytest.mark.parametrize("front_end", sorted(INSERT_LIKE))
+def test_the_view_draws_however_the_front_end_inserts_it(browser_page, run, front_end) -> None:
+    model, tokenizer, _ = run
+    page = browser_page.open('<html><head><meta charset="utf-8"></head><body></body></html>')
+    page.evaluate(INSERT_LIKE[front_end], attention_view(model, TEXT, tokenizer).html)
+    page.wait_for_selector(".gptlib-av[data-ready]", timeout=5000)
+    assert page.locator("canvas.gav-thumb").count() == 6
+    assert sum(_lines(page).values()) > 0
+    _clean(browser_page)

@@ -7,8 +7,19 @@
 (function () {
   "use strict";
   var KEY = "gptlibAttentionViews_" + "%VERSION%";
+  // Front ends run this script at different moments: a page's parser runs it inside its view;
+  // JupyterLab once the output is attached; classic Notebook (jQuery) before the output is
+  // attached to the page, where no query can find it yet. So: draw the view this script sits
+  // in if the browser says which, every view not yet drawn, and look again a little later.
+  var here = document.currentScript && document.currentScript.parentNode;
+  function start() {
+    var lib = window[KEY];
+    if (here && here.classList && here.classList.contains("gptlib-av")) lib.init(here);
+    lib.initAll();
+    [0, 100, 500, 2000].forEach(function (ms) { setTimeout(lib.initAll, ms); });
+  }
   if (window[KEY]) {
-    window[KEY].initAll();
+    start();
     return;
   }
   var COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
@@ -91,7 +102,7 @@
 
   function View(root) {
     this.root = root;
-    var d = JSON.parse(root.querySelector("script.gav-data").textContent);
+    var d = JSON.parse(root.querySelector('script[type="application/json"]').textContent);
     this.d = d;
     this.w = new Weights(d);
     this.layerIndex = 0;
@@ -415,7 +426,7 @@
   };
 
   function init(root) {
-    if (root.hasAttribute("data-ready")) return;
+    if (root.hasAttribute("data-ready") || root.getAttribute("data-lib") !== "%VERSION%") return;
     root.setAttribute("data-ready", "");
     try {
       root.gptlibView = new View(root);
@@ -426,10 +437,11 @@
   }
 
   window[KEY] = {
+    init: init,
     initAll: function () {
       var roots = document.querySelectorAll('.gptlib-av[data-lib="%VERSION%"]:not([data-ready])');
       for (var i = 0; i < roots.length; i++) init(roots[i]);
     }
   };
-  window[KEY].initAll();
+  start();
 })();
