@@ -239,3 +239,12 @@ def test_the_view_draws_however_the_front_end_inserts_it(browser_page, run, fron
     assert page.locator("canvas.gav-thumb").count() == 6
     assert sum(_lines(page).values()) > 0
     _clean(browser_page)
+
+
+def test_every_head_gets_its_own_colour(browser_page, tmp_path) -> None:
+    model = tiny_model(seed=6, position="rotary", n_layer=1, n_head=12)  # GPT-2 has 12 heads
+    page = _open(browser_page, tmp_path, attention_view(model, TEXT, CharTokenizer.from_text(TEXT)))
+    toggles = page.locator("button.gav-toggle").all()
+    colours = {t.evaluate("b => getComputedStyle(b).borderLeftColor") for t in toggles}
+    assert len(toggles) == 12 and len(colours) == 12
+    _clean(browser_page)

@@ -26,7 +26,10 @@
                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   var ROW = 18, LINE_WIDTH = 200, OVERVIEW_MIN = 0.01, OVERVIEW_MIN_LONG = 0.05, FOCUS_MIN = 0.005;
 
-  function colour(head) { return COLOURS[head % COLOURS.length]; }
+  // One colour per head: a categorical palette up to 10 heads, evenly spaced hues beyond.
+  function colour(head, heads) {
+    return heads <= COLOURS.length ? COLOURS[head] : "hsl(" + Math.round(head * 360 / heads) + ",70%,40%)";
+  }
 
   // Blues, as in the book's matplotlib figures: white at 0, dark blue at 1.
   function blue(v) {
@@ -191,7 +194,7 @@
     this.toggles = [];
     for (var h = 0; h < d.heads; h++) {
       var b = el("button", "gav-toggle", String(h));
-      b.style.setProperty("--c", colour(h));
+      b.style.setProperty("--c", colour(h, d.heads));
       b.setAttribute("data-head", String(h));
       b.title = "show or hide head " + h;
       b.onclick = (function (h2) {
@@ -278,7 +281,7 @@
         path.setAttribute("d", buckets[b]);
         path.setAttribute("class", "gav-line");
         path.setAttribute("data-head", String(h));
-        path.setAttribute("stroke", colour(h));
+        path.setAttribute("stroke", colour(h, d.heads));
         path.setAttribute("stroke-width", String(0.6 + 0.45 * b));
         path.setAttribute("stroke-opacity", String(0.25 + 0.1 * b));
         path.setAttribute("fill", "none");
@@ -304,7 +307,7 @@
         var v = focus.side === "query" ? w.get(li, h, focus.i, j) : w.get(li, h, j, focus.i);
         if (v >= FOCUS_MIN) {
           var badge = el("span", "gav-badge", v.toFixed(3));
-          badge.style.background = colour(h);
+          badge.style.background = colour(h, d.heads);
           badge.title = "head " + h + ": " + fmt(v);
           badge.setAttribute("data-head", String(h));
           badge.setAttribute("data-weight", fmt(v));
