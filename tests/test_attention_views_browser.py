@@ -248,3 +248,27 @@ def test_every_head_gets_its_own_colour(browser_page, tmp_path) -> None:
     colours = {t.evaluate("b => getComputedStyle(b).borderLeftColor") for t in toggles}
     assert len(toggles) == 12 and len(colours) == 12
     _clean(browser_page)
+
+
+def test_the_view_draws_in_a_notebook_exported_by_nbconvert(browser_page, tmp_path, run) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbconvert = pytest.importorskip("nbconvert")
+    model, tokenizer, _ = run
+    view = attention_view(model, TEXT, tokenizer)
+    cell = nbformat.v4.new_code_cell("attention_view(model, text, tokenizer)", execution_count=1)
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "execute_result", {"text/html": view.html, "text/plain": repr(view)}, execution_count=1
+        )
+    ]
+    page_html, _ = nbconvert.HTMLExporter().from_notebook_node(
+        nbformat.v4.new_notebook(cells=[cell])
+    )
+    path = tmp_path / "exported.html"
+    path.write_text(page_html, encoding="utf-8")
+    page = browser_page.open(path)
+    page.wait_for_selector(".gptlib-av[data-ready]")
+    assert page.locator("canvas.gav-thumb").count() == 6
+    # nbconvert's own template asks a CDN for require.js and MathJax; the view asks for nothing
+    assert all(("require" in url or "mathjax" in url) for url in browser_page.blocked)
+    assert [e for e in browser_page.console_errors if "Failed to load resource" not in e] == []
