@@ -46,6 +46,9 @@ import numpy as np
 import torch
 
 from .interpret import stack_attentions
+from .model import GPT
+
+Attentions = Sequence[torch.Tensor | np.ndarray] | torch.Tensor | np.ndarray
 
 __all__ = [
     "MAX_BYTES",
@@ -82,7 +85,7 @@ def _bytes_label(piece: bytes) -> str:
         return piece.decode("utf-8", errors="backslashreplace")
 
 
-def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
+def token_strings(tokenizer: object, ids: Sequence[int]) -> list[str]:
     """One string per token id, as the tokenizer split the text: subword pieces, not characters.
 
     Taught in notebooks/15_attention_maps.ipynb. Works with gptlib's CharTokenizer and
@@ -185,7 +188,7 @@ def _library() -> tuple[str, str, str]:
     return script.replace("%VERSION%", version), style, version
 
 
-def stack_sequence(attentions, batch_index: int = 0) -> np.ndarray:
+def stack_sequence(attentions: Attentions, batch_index: int = 0) -> np.ndarray:
     """The attention of one sequence of a batch as a float32 (n_layer, n_head, T, T) array.
 
     Taught in notebooks/15_attention_maps.ipynb. `attentions` is anything
@@ -214,7 +217,7 @@ def check_tokens(tokens: Sequence[str], length: int) -> list[str]:
 
 
 def _weights_of(
-    attentions, batch_index: int, layers: Sequence[int] | None
+    attentions: Attentions, batch_index: int, layers: Sequence[int] | None
 ) -> tuple[np.ndarray, list[int]]:
     weights = stack_sequence(attentions, batch_index)
     chosen = list(range(weights.shape[0])) if layers is None else [int(i) for i in layers]
@@ -297,7 +300,7 @@ def _build(
 
 
 def head_view(
-    attentions,
+    attentions: Attentions,
     tokens: Sequence[str],
     batch_index: int = 0,
     max_tokens: int = MAX_TOKENS,
@@ -317,7 +320,7 @@ def head_view(
 
 
 def model_view(
-    attentions,
+    attentions: Attentions,
     tokens: Sequence[str],
     batch_index: int = 0,
     max_tokens: int = MAX_TOKENS,
@@ -333,7 +336,7 @@ def model_view(
 
 
 def pattern_view(
-    attentions,
+    attentions: Attentions,
     tokens: Sequence[str],
     batch_index: int = 0,
     max_tokens: int = MAX_TOKENS,
@@ -351,9 +354,9 @@ def pattern_view(
 
 @torch.no_grad()
 def attention_view(
-    model,
+    model: GPT,
     text: str,
-    tokenizer,
+    tokenizer: object,
     views: Sequence[str] = VIEWS,
     max_tokens: int = MAX_TOKENS,
     layers: Sequence[int] | None = None,
