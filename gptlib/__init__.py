@@ -1,8 +1,9 @@
 """gptlib: the small GPT library behind the GPT Variants textbook.
 
-One module per idea the book teaches (see README.md): config, tokenizers (with bpe), attention
-(with kv_cache), positional, layers, model, sampling, generation, data, train (with checkpoint
-and train_cli), hf (with hf_families), finetune, scaling, inference, viz and interpret.
+One module per idea the book teaches (see README.md): config, tokenizers (with bpe and
+tokenizer_io), attention (with kv_cache), positional, layers, model (with loss), sampling,
+generation, data, train (with checkpoint and train_cli), hf (with hf_configs and hf_families),
+finetune, scaling, inference, viz (with attention_views), interpret and interventions.
 """
 
 from .config import GPTConfig

@@ -1,21 +1,16 @@
-"""Pictures of attention: one head's map, a grid of every head, the layouts, an interactive view.
+"""Pictures of attention: one head's map, a grid of every head, score tables, the layouts.
 
 Taught in notebooks/15_attention_maps.ipynb.
 
-Every plotting function returns a matplotlib Figure (show it with plt.show() or save it).
-`head_view` returns a self-contained HTML view with its own small script: no network, no
-random ids, the same bytes for the same input. It works in JupyterLab (in a trusted
-notebook, or once its cell has run) and in nbconvert's HTML export.
+Every plotting function returns a matplotlib Figure (show it with plt.show() or save it), for
+static pages and print. The interactive views (head view, model view, pattern view) live in
+gptlib/attention_views.py; `head_view`, `model_view`, `pattern_view` and `attention_view` are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,18 +19,31 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .attention import attention_mask
+from .attention_views import (
+    AttentionView,
+    attention_view,
+    check_tokens,
+    head_view,
+    model_view,
+    pattern_view,
+    show_token,
+    stack_sequence,
+)
 from .positional import alibi_bias, alibi_slopes
 
 __all__ = [
     "LAYOUTS",
-    "HeadView",
+    "AttentionView",
     "attention_explorer",
     "attention_grid",
     "attention_heatmap",
     "attention_layouts_figure",
+    "attention_view",
     "head_scores_figure",
     "head_view",
     "layout_matrix",
+    "model_view",
+    "pattern_view",
     "show_token",
 ]
 
@@ -49,56 +57,21 @@ _TITLES = {
 }
 
 
-def show_token(token: str) -> str:
-    """A token as a label a reader can see: spaces, newlines and tabs become visible marks."""
-    return token.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
-
-
 def _as_array(weights: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(weights, torch.Tensor):
         weights = weights.detach().float().cpu().numpy()
     return np.asarray(weights, dtype=np.float32)
 
 
-def _stack(attentions: Sequence[torch.Tensor] | torch.Tensor, batch_index: int) -> np.ndarray:
-    """Weights of one sequence as an (n_layer, n_head, T, T) array.
-
-    Accepts what model(..., return_attention=True).attentions holds (n_layer tensors of shape
-    (B, n_head, T, T)), a single such tensor, or arrays already without the batch axis.
-    """
-    layers = [attentions] if isinstance(attentions, torch.Tensor | np.ndarray) else attentions
-    if isinstance(attentions, torch.Tensor | np.ndarray) and attentions.ndim == 5:
-        layers = list(attentions)
-    arrays = [_as_array(a) for a in layers]
-    if not arrays or any(a.ndim not in (3, 4) for a in arrays):
-        raise ValueError(
-            "attentions must be one (n_head, T, T) or (B, n_head, T, T) tensor per layer, as in "
-            "model(idx, return_attention=True).attentions"
-        )
-    arrays = [a[batch_index] if a.ndim == 4 else a for a in arrays]
-    if len({a.shape for a in arrays}) != 1 or arrays[0].shape[-1] != arrays[0].shape[-2]:
-        raise ValueError(
-            f"every layer must hold square maps of one shape, got {[a.shape for a in arrays]}"
-        )
-    return np.stack(arrays)
-
-
-def _check_tokens(tokens: Sequence[str], length: int) -> list[str]:
-    tokens = [str(t) for t in tokens]
-    if len(tokens) != length:
-        raise ValueError(
-            f"got {len(tokens)} tokens for attention over {length} positions; pass one string per "
-            "position, e.g. [tokenizer.decode([i]) for i in ids]"
-        )
-    return tokens
-
-
 def _draw(ax: plt.Axes, weights: np.ndarray, tokens: list[str] | None, title: str) -> None:
     ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     if tokens is None:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("key position (attended to)", fontsize=8)
+        ax.set_ylabel("query position (attending)", fontsize=8)
         return
     labels = [show_token(t) for t in tokens]
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
@@ -117,7 +90,7 @@ def attention_heatmap(
             f"attention_heatmap draws one head, a square (T, T) map; got shape {weights.shape}. "
             "Pick one: attentions[layer][batch, head]"
         )
-    labels = None if tokens is None else _check_tokens(tokens, weights.shape[0])
+    labels = None if tokens is None else check_tokens(tokens, weights.shape[0])
     size = min(8.0, 2.5 + 0.16 * weights.shape[0])
     fig, ax = plt.subplots(figsize=(size, size))
     _draw(ax, weights, labels, title or "attention weights")
@@ -134,11 +107,12 @@ def attention_grid(
 ) -> Figure:
     """Every head of every layer as a grid of heatmaps: one row per layer, one column per head.
 
-    Tokens label the outer axes only; with more than 24 positions no labels are drawn.
+    Tokens label the outer axes only; with more than 24 positions no labels are drawn and the
+    outer axes say "key" and "query" instead. Raises ValueError as `stack_sequence` does.
     """
-    weights = _stack(attentions, batch_index)
+    weights = stack_sequence(attentions, batch_index)
     n_layer, n_head, T, _ = weights.shape
-    labels = None if tokens is None else _check_tokens(tokens, T)
+    labels = None if tokens is None else check_tokens(tokens, T)
     fig, axes = plt.subplots(
         n_layer,
         n_head,
@@ -161,6 +135,10 @@ def attention_grid(
             ax.set_xticklabels(visible, rotation=90, fontsize=6)
         for ax in axes[:, 0]:
             ax.set_yticklabels(visible, fontsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("key (attended to)", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("query (attending)", fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -168,11 +146,18 @@ def attention_grid(
 def head_scores_figure(
     scores: torch.Tensor | np.ndarray | dict[str, torch.Tensor | np.ndarray],
     title: str = "score",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    fmt: str = "{:.2f}",
 ) -> Figure:
     """A layer x head table of scores as a heatmap with each value written in its cell.
 
-    Pass a dict {panel title: (n_layer, n_head) scores} to compare models side by side.
+    Pass a dict {panel title: (n_layer, n_head) scores} to compare models side by side. The
+    colours span [vmin, vmax] (for signed values such as a change in loss or a copying score,
+    a range around 0 gives a diverging map); `fmt` formats the numbers.
     """
+    if not vmin < vmax:
+        raise ValueError(f"need vmin < vmax, got vmin={vmin}, vmax={vmax}")
     panels = dict(scores) if isinstance(scores, dict) else {title: scores}
     arrays = {name: _as_array(value) for name, value in panels.items()}
     if not arrays or any(a.ndim != 2 for a in arrays.values()):
@@ -181,10 +166,16 @@ def head_scores_figure(
     width, height = 1.0 + 0.7 * n_head, 0.9 + 0.55 * n_layer
     fig, axes = plt.subplots(1, len(arrays), figsize=(width * len(arrays), height), squeeze=False)
     for ax, (name, values) in zip(axes[0], arrays.items(), strict=True):
-        ax.imshow(values, cmap="Oranges", vmin=0.0, vmax=1.0)
+        signed = vmin < 0 < vmax
+        ax.imshow(values, cmap="RdBu_r" if signed else "Oranges", vmin=vmin, vmax=vmax)
         for (layer, head), value in np.ndenumerate(values):
-            colour = "white" if value > 0.6 else "black"
-            ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+            strength = (
+                (abs(value) / max(abs(vmin), vmax)) if signed else (value - vmin) / (vmax - vmin)
+            )
+            colour = "white" if strength > 0.6 else "black"
+            ax.text(
+                head, layer, fmt.format(value), ha="center", va="center", fontsize=8, color=colour
+            )
         ax.set_xticks(range(values.shape[1]))
         ax.set_yticks(range(values.shape[0]))
         ax.set_xlabel("head", fontsize=8)
@@ -268,8 +259,8 @@ def attention_explorer(
     """
     import ipywidgets as widgets
 
-    weights = _stack(attentions, batch_index)
-    labels = _check_tokens(tokens, weights.shape[-1])
+    weights = stack_sequence(attentions, batch_index)
+    labels = check_tokens(tokens, weights.shape[-1])
     layer = widgets.Dropdown(options=range(weights.shape[0]), description="layer")
     head = widgets.Dropdown(options=range(weights.shape[1]), description="head")
 
@@ -279,138 +270,3 @@ def attention_explorer(
 
     output = widgets.interactive_output(draw, {"layer": layer, "head": head})
     return widgets.VBox([widgets.HBox([layer, head]), output])
-
-
-class HeadView:
-    """A self-contained interactive attention view; Jupyter shows it through `_repr_html_`."""
-
-    def __init__(self, html_text: str, summary: str = "") -> None:
-        self.html = html_text
-        self.summary = summary
-
-    def __repr__(self) -> str:
-        return f"HeadView({self.summary}{', ' if self.summary else ''}{len(self)} bytes of HTML)"
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-    def save(self, path: str | Path) -> Path:
-        """Write the view as a complete HTML page that opens in any browser, offline."""
-        path = Path(path)
-        page = f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n{self.html}\n'
-        path.write_text(page + "</body></html>\n", encoding="utf-8")
-        return path
-
-    def __len__(self) -> int:
-        return len(self.html.encode("utf-8"))
-
-
-# The view's behaviour; `root` is the view's <div>. Weights arrive as base64 bytes, the lower
-# triangle of each head's map row by row (query q, keys 0..q), layer-major then head.
-_SCRIPT = """
-var data = JSON.parse(root.querySelector(".gptlib-hv-data").textContent);
-var n = data.n, tri = n * (n + 1) / 2, raw = atob(data.weights);
-var levels = new Uint8Array(raw.length);
-for (var i = 0; i < raw.length; i++) levels[i] = raw.charCodeAt(i);
-var layerSel = root.querySelector(".gptlib-hv-layer"), headSel = root.querySelector(".gptlib-hv-head");
-function option(sel, value, text) {
-  var o = document.createElement("option"); o.value = value; o.textContent = text; sel.appendChild(o);
-}
-for (var l = 0; l < data.layers; l++) option(layerSel, l, l);
-option(headSel, -1, "mean of heads");
-for (var h = 0; h < data.heads; h++) option(headSel, h, h);
-headSel.value = "0";
-var spans = root.querySelectorAll(".gptlib-hv-tok"), current = n - 1;
-function weight(layer, head, q, k) {
-  var at = q * (q + 1) / 2 + k, first = head < 0 ? 0 : head, last = head < 0 ? data.heads : head + 1;
-  var total = 0;
-  for (var h = first; h < last; h++) total += levels[(layer * data.heads + h) * tri + at];
-  return total / (255 * (last - first));
-}
-function paint(q) {
-  current = q;
-  var layer = +layerSel.value, head = +headSel.value, row = [], top = 0;
-  for (var k = 0; k <= q; k++) { row.push(weight(layer, head, q, k)); top = Math.max(top, row[k]); }
-  for (var k = 0; k < n; k++) {
-    var w = k <= q ? row[k] : 0, shade = top > 0 ? w / top : 0, s = spans[k].style;
-    s.background = w > 0 ? "rgba(31, 119, 180, " + shade.toFixed(3) + ")" : "";
-    s.color = shade > 0.55 ? "white" : "";
-    spans[k].title = k <= q ? "attention from the outlined token: " + w.toFixed(3) : "";
-    spans[k].classList.toggle("gptlib-hv-on", k === q);
-  }
-}
-spans.forEach(function (span, k) { span.addEventListener("mouseenter", function () { paint(k); }); });
-layerSel.onchange = headSel.onchange = function () { paint(current); };
-root.querySelector(".gptlib-hv-static").style.display = "none";
-paint(current);
-"""
-_STYLE = """
-.gptlib-hv{font-family:sans-serif;font-size:13px;line-height:1.9}
-.gptlib-hv select{margin:0 8px 0 4px}
-.gptlib-hv .gptlib-hv-tokens{margin:8px 0;font-family:monospace;font-size:14px}
-.gptlib-hv .gptlib-hv-tok{padding:1px 2px;margin:0 1px;border-radius:3px;white-space:pre;
-cursor:default;border:1px solid transparent}
-.gptlib-hv .gptlib-hv-tok.gptlib-hv-on{border-color:#d62728}
-.gptlib-hv .gptlib-hv-note{color:#666;font-size:12px}
-"""
-
-
-def head_view(
-    attentions: Sequence[torch.Tensor] | torch.Tensor,
-    tokens: Sequence[str],
-    batch_index: int = 0,
-    max_tokens: int = 64,
-) -> HeadView:
-    """An interactive view: pick a layer and a head, hover a token to see what it attends to.
-
-    Weights are stored as 8-bit levels (steps of 1/255) for the last `max_tokens` tokens only,
-    which keeps the view at a few tens of KB; the note under the view says when tokens were cut.
-    The HTML holds its own style and script, loads nothing, and its element id is a hash of its
-    content, so the same input always gives the same bytes.
-    """
-    weights = _stack(attentions, batch_index)
-    n_layer, n_head, T, _ = weights.shape
-    labels = _check_tokens(tokens, T)
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    shown = min(T, max_tokens)
-    weights, labels = weights[:, :, T - shown :, T - shown :], labels[T - shown :]
-    rows, cols = np.tril_indices(shown)  # causal maps: only the lower triangle can be nonzero
-    levels = np.clip(np.rint(weights[:, :, rows, cols] * 255), 0, 255).astype(np.uint8)
-    note = (
-        f"{shown} tokens, {n_layer} layers x {n_head} heads. Hover a token to see what it attends "
-        "to: the most attended token is darkest; hover any token to read its weight."
-    )
-    if shown < T:
-        note = (
-            f"The last {shown} of {T} tokens (max_tokens={max_tokens}); their attention to the "
-            f"{T - shown} earlier tokens is left out. " + note
-        )
-    data = {"n": shown, "layers": n_layer, "heads": n_head}
-    data["weights"] = base64.b64encode(levels.tobytes()).decode("ascii")
-    payload = json.dumps(data, separators=(",", ":"))
-    spans = "".join(
-        f'<span class="gptlib-hv-tok">{html.escape(_visible(t))}</span>'
-        + ("<br>" if t == "\n" else "")
-        for t in labels
-    )
-    view_id = "gptlib-hv-" + hashlib.sha256((spans + payload).encode("utf-8")).hexdigest()[:12]
-    return HeadView(
-        f'<div class="gptlib-hv" id="{view_id}"><style>{_STYLE.strip()}</style>'
-        '<div class="gptlib-hv-controls">layer <select class="gptlib-hv-layer"></select>'
-        'head <select class="gptlib-hv-head"></select></div>'
-        f'<div class="gptlib-hv-tokens">{spans}</div>'
-        f'<div class="gptlib-hv-note">{html.escape(note)}'
-        '<span class="gptlib-hv-static"> This is a static copy: run the cell (or trust the '
-        "notebook) to make it interactive.</span></div>"
-        f'<script type="application/json" class="gptlib-hv-data">{payload}</script>'
-        f"<script>(function (root) {{{_SCRIPT}}})(document.currentScript ? "
-        f'document.currentScript.parentElement : document.getElementById("{view_id}"));</script>'
-        "</div>",
-        f"{shown} tokens, {n_layer} layers x {n_head} heads",
-    )
-
-
-def _visible(token: str) -> str:
-    """A token as shown in running text: newlines and tabs get a mark, spaces stay spaces."""
-    return token.replace("\n", "⏎").replace("\t", "⇥") or "∅"

@@ -1,9 +1,5 @@
-"""gptlib.viz: figures with the right panels, layout pictures that match gptlib's masks, and a
-stand-alone HTML head view that is offline, deterministic and small."""
-
-import base64
-import json
-import re
+"""gptlib.viz: figures with the right panels and axis labels, and layout pictures that match
+gptlib's masks. The interactive views are tested in test_attention_views*.py."""
 
 import matplotlib
 
@@ -25,7 +21,6 @@ from gptlib.viz import (
     attention_heatmap,
     attention_layouts_figure,
     head_scores_figure,
-    head_view,
     layout_matrix,
     show_token,
 )
@@ -62,6 +57,37 @@ def test_heatmap_is_one_panel_labelled_by_tokens() -> None:
     np.testing.assert_allclose(ax.images[0].get_array(), attentions[0][0, 1].numpy())
 
 
+def test_every_heatmap_names_its_axes() -> None:
+    attentions, tokens = _attentions(T=30)
+    (ax,) = _images(attention_heatmap(attentions[0][0, 0]))
+    assert ax.get_xlabel() == "key position (attended to)"
+    assert ax.get_ylabel() == "query position (attending)"
+    grid = attention_grid(attentions, tokens)  # too many tokens for labels: axes still named
+    assert {ax.get_xlabel() for ax in _images(grid)[-4:]} == {"key (attended to)"}
+    assert {ax.get_ylabel() for ax in _images(grid)[::4]} == {"query (attending)"}
+    table = _images(head_scores_figure(torch.zeros(2, 3)))[0]
+    assert (table.get_xlabel(), table.get_ylabel()) == ("head", "layer")
+
+
+def test_head_scores_figure_takes_a_signed_range() -> None:
+    fig = head_scores_figure(torch.tensor([[-2.0, 3.5]]), "change", vmin=-4, vmax=4, fmt="{:+.1f}")
+    (ax,) = _images(fig)
+    assert [t.get_text() for t in ax.texts] == ["-2.0", "+3.5"]
+    assert ax.images[0].get_cmap().name == "RdBu_r" and ax.images[0].get_clim() == (-4, 4)
+    with pytest.raises(ValueError, match="vmin < vmax"):
+        head_scores_figure(torch.zeros(1, 1), vmin=1, vmax=1)
+
+
+def test_figures_refuse_missing_attentions_and_a_batch_index_out_of_range() -> None:
+    attentions, tokens = _attentions()
+    with pytest.raises(ValueError, match="return_attention=True"):
+        attention_grid(None, tokens)
+    with pytest.raises(ValueError, match="return_attention=True"):
+        attention_grid((None, None), tokens)
+    with pytest.raises(ValueError, match="batch_index 2 is out of range.*0 to 1"):
+        attention_grid(attentions, tokens, batch_index=2)
+
+
 def test_heatmap_rejects_a_stack_of_heads() -> None:
     attentions, tokens = _attentions()
     with pytest.raises(ValueError, match="one head"):
@@ -88,8 +114,6 @@ def test_wrong_number_of_tokens_is_a_clear_error() -> None:
     attentions, tokens = _attentions()
     with pytest.raises(ValueError, match="got 19 tokens for attention over 20 positions"):
         attention_grid(attentions, tokens[:-1])
-    with pytest.raises(ValueError, match="got 19 tokens"):
-        head_view(attentions, tokens[:-1])
 
 
 def test_head_scores_figure_writes_every_score_in_its_cell() -> None:
@@ -136,67 +160,6 @@ def test_alibi_picture_is_the_first_heads_bias_on_allowed_keys() -> None:
 def test_show_token_makes_whitespace_visible() -> None:
     assert show_token(" a\n\t") == "␣a⏎⇥"
     assert show_token("") == "∅"
-
-
-def _payload(html: str) -> dict:
-    match = re.search(r'class="gptlib-hv-data">(.*?)</script>', html)
-    return json.loads(match.group(1))
-
-
-def test_head_view_is_offline_and_self_contained() -> None:
-    attentions, tokens = _attentions()
-    html = head_view(attentions, tokens)._repr_html_()
-    lowered = html.lower()
-    for forbidden in ("http", "//cdn", "src=", "href=", "import(", "require(", "@import"):
-        assert forbidden not in lowered, f"head_view output contains {forbidden!r}"
-    assert html.count("<script") == 2 and "<style>" in html
-
-
-def test_head_view_is_byte_identical_for_identical_input() -> None:
-    attentions, tokens = _attentions()
-    first = head_view(attentions, tokens).html
-    assert first == head_view(attentions, tokens).html
-    ids = re.findall(r'id="(gptlib-hv-[0-9a-f]+)"', first)
-    assert len(ids) == 1
-    other, _ = _attentions(seed=1)
-    assert ids[0] not in head_view(other, tokens).html
-    assert ids[0] not in head_view(attentions, tokens[::-1]).html
-
-
-def test_head_view_holds_every_weight_to_within_one_level() -> None:
-    attentions, tokens = _attentions(n_layer=2, n_head=3, T=9)
-    data = _payload(head_view(attentions, tokens).html)
-    assert (data["n"], data["layers"], data["heads"]) == (9, 2, 3)
-    levels = np.frombuffer(base64.b64decode(data["weights"]), dtype=np.uint8).reshape(2, 3, -1)
-    rows, cols = np.tril_indices(9)
-    for layer in range(2):
-        expected = attentions[layer][0][:, rows, cols].numpy()
-        assert np.abs(levels[layer] / 255 - expected).max() <= 0.5 / 255 + 1e-6
-
-
-def test_head_view_keeps_the_last_tokens_and_says_so() -> None:
-    attentions, tokens = _attentions(T=100)
-    view = head_view(attentions, tokens, max_tokens=64)
-    assert _payload(view.html)["n"] == 64
-    assert view.html.count('class="gptlib-hv-tok"') == 64
-    assert "The last 64 of 100 tokens" in view.html
-    assert len(view) < 40_000, f"the view is {len(view)} bytes"
-    with pytest.raises(ValueError, match="max_tokens"):
-        head_view(attentions, tokens, max_tokens=0)
-
-
-def test_head_view_escapes_tokens_and_breaks_lines() -> None:
-    attentions, tokens = _attentions(T=4)
-    html = head_view(attentions, ["<b>", "\n", " ", "&"]).html
-    assert "&lt;b&gt;" in html and "<b>" not in html and "&amp;" in html
-    assert "⏎</span><br>" in html
-
-
-def test_head_view_saves_a_page(tmp_path) -> None:
-    attentions, tokens = _attentions()
-    path = head_view(attentions, tokens).save(tmp_path / "view.html")
-    text = path.read_text(encoding="utf-8")
-    assert text.startswith("<!DOCTYPE html>") and 'class="gptlib-hv"' in text
 
 
 def test_explorer_offers_every_layer_and_head() -> None:
