@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--tokens", help="a folder made by python -m gptlib.prepare (memory-mapped)")
     data.add_argument("--max-chars", type=int, help="use only the first N characters of the text")
     data.add_argument("--val-fraction", type=float, default=0.1, help="share kept for validation")
-    data.add_argument("--tokenizer", default="char", choices=TOKENIZER_KINDS)
+    data.add_argument("--tokenizer", default="char", choices=TOKENIZER_KINDS,
+                      help="characters, a BPE trained on the text, or OpenAI's")  # fmt: skip
     data.add_argument("--vocab-size", type=int, default=512, help="vocabulary of --tokenizer bpe")
     model = p.add_argument_group("model (every GPTConfig field)")
     model.add_argument("--preset", default="gpt2", help=", ".join(GPTConfig.presets()))
@@ -89,21 +90,23 @@ def _parser() -> argparse.ArgumentParser:
             _model_flag(model, f.name, hints[f.name])
     d = TrainConfig(max_steps=1000)
     run = p.add_argument_group("training")
-    run.add_argument("--max-steps", type=int, default=d.max_steps)
+    run.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
     run.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per process")
-    run.add_argument("--grad-accum-steps", type=int, default=d.grad_accum_steps)
+    run.add_argument("--grad-accum-steps", type=int, default=d.grad_accum_steps,
+                     help="micro-batches per optimizer step")  # fmt: skip
     run.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     run.add_argument("--min-lr", type=float, help="end of the cosine; None: lr / 10")
     run.add_argument("--warmup-steps", type=int, help="None: min(100, max_steps // 10)")
-    run.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    run.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW's")
     run.add_argument("--betas", type=float, nargs=2, default=list(d.betas), help="AdamW's betas")
     run.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0: no clipping")
-    run.add_argument("--eval-interval", type=int, default=d.eval_interval)
-    run.add_argument("--eval-batches", type=int, default=d.eval_batches)
+    run.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps")
+    run.add_argument("--eval-batches", type=int, default=d.eval_batches,
+                     help="fixed batches per evaluation")  # fmt: skip
     run.add_argument("--checkpoint-interval", type=int, help="None: at every evaluation")
     run.add_argument("--repeat-fraction", type=float, default=d.repeat_fraction,
                      help="share of windows that repeat a passage (makes induction heads form)")  # fmt: skip
-    run.add_argument("--seed", type=int, default=d.seed)
+    run.add_argument("--seed", type=int, default=d.seed, help="batches, dropout, init")
     run.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda")
     run.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"],
                      help="autocast dtype (float16 adds loss scaling)")  # fmt: skip
