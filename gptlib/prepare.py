@@ -245,7 +245,8 @@ def prepare(
     tmp = out / (TOKENS_FILE + ".tmp")
     n_tokens = 0
     with open(tmp, "wb") as handle:
-        for ids in encode_documents(tokenizer, _documents(files, chunk_chars), dtype):
+        documents = list(_documents(files, chunk_chars))  # lazy pieces: one file open at a time
+        for ids in encode_documents(tokenizer, documents, dtype):
             ids.tofile(handle)
             n_tokens += len(ids)
     n_train = int(round(n_tokens * (1.0 - val_fraction)))
@@ -262,7 +263,7 @@ def prepare(
         "vocab_size": tokenizer.vocab_size,
         "tokenizer": repr(tokenizer),
         "source": str(source),
-        "files": len(files),
+        "files": len(documents),
         "val_fraction": val_fraction,
     }
     _write_meta(out, meta)  # last: a folder without it is unfinished
