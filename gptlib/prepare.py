@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> PreparedTokens:
     parser.add_argument("source", nargs="?", help="a text file, or a folder of text files")
     parser.add_argument("--corpus", help="a built-in corpus instead (gptlib.data.CORPORA)")
     parser.add_argument("--out", required=True, help="folder to write the token file into")
-    parser.add_argument("--tokenizer", default="gpt2", choices=TOKENIZER_KINDS)
+    parser.add_argument("--tokenizer", default="gpt2", choices=TOKENIZER_KINDS, help="encoding")
     parser.add_argument("--tokenizer-file", help="a saved tokenizer.json to use instead")
     parser.add_argument("--vocab-size", type=int, default=512, help="vocabulary of --tokenizer bpe")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share kept for validation")

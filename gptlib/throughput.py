@@ -35,13 +35,12 @@ from .model import GPT
 __all__ = ["PEAK_FLOPS", "Throughput", "flops_per_token", "matmul_params", "peak_flops"]
 
 # Dense (no sparsity) bfloat16 tensor-core peak per GPU, from NVIDIA's data sheets (A100:
-# 312 TFLOPS; H100 SXM and H200: 989; H100 PCIe: 756; H100 NVL: 835). Matched against
-# torch.cuda.get_device_name in order: the first name contained in it wins.
+# 312 TFLOPS; H100 SXM, whose torch name is "NVIDIA H100 80GB HBM3", and H200: 989; H100
+# PCIe: 756). Matched against torch.cuda.get_device_name: the first key contained in it wins.
 PEAK_FLOPS: dict[str, float] = {
     "H200": 989e12,
+    "H100 80GB HBM3": 989e12,
     "H100 PCIe": 756e12,
-    "H100 NVL": 835e12,
-    "H100": 989e12,
     "A100": 312e12,
 }
 
