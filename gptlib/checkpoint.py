@@ -44,6 +44,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -369,7 +370,14 @@ def load_checkpoint(
         with contextlib.suppress(RuntimeError, PermissionError), FolderLock(path):
             for message in recover(path):
                 note(message)
-    manifest = verify(path)
+    for attempt in range(20):
+        try:
+            manifest = verify(path)
+            break
+        except ValueError:  # a running training may be moving its next checkpoint into place
+            if attempt == 19 or not (path / STAGING_DIR).exists():
+                raise
+            time.sleep(0.25)
     model = GPT.load(path, map_location=map_location)
     tokenizer = read_tokenizer(path)
     if tokenizer is not None:

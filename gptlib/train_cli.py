@@ -38,7 +38,7 @@ from .tokenizer_io import TOKENIZER_KINDS, make_tokenizer
 from .train import TRACKERS, DivergedError, History, TrainConfig, train
 
 # Laptop-sized defaults for the size flags (the presets are full-size published models).
-LAPTOP_SIZES = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "dropout": 0.0}
+LAPTOP_SIZES = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128}
 DATA_FLAGS = ("corpus", "text", "tokens", "max_chars", "val_fraction", "tokenizer", "vocab_size")
 NOT_MODEL_FLAGS = ("vocab_size", "extra")  # vocab_size comes from the tokenizer
 
