@@ -125,13 +125,16 @@ def test_checkpoint_files_are_written_without_leftover_temp_files(corpus, tmp_pa
     assert not loaded.training
 
 
-def _interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Send this process a real Ctrl-C (SIGINT) as training step `step` (1-based) begins."""
+def _interrupt_at_step(
+    monkeypatch: pytest.MonkeyPatch, step: int, signum: int = signal.SIGINT
+) -> None:
+    """Send this process a real Ctrl-C (SIGINT, or signum) as training step `step` (1-based)
+    begins."""
     real_lr_at = train_module.lr_at
 
     def lr_at_with_interrupt(index: int, config: TrainConfig) -> float:
         if index == step - 1:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real_lr_at(index, config)
 
     monkeypatch.setattr(train_module, "lr_at", lr_at_with_interrupt)
@@ -401,14 +404,7 @@ def test_sigterm_is_handled_like_ctrl_c(corpus, tmp_path, monkeypatch) -> None:
     config = tiny_config(max_steps=8, checkpoint_interval=4)
     straight = tiny_model(tokenizer.vocab_size)
     train(straight, train_ids, val_ids, config, progress=False)
-    real_lr_at = train_module.lr_at
-
-    def lr_at_with_sigterm(index: int, config: TrainConfig) -> float:
-        if index == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_lr_at(index, config)
-
-    monkeypatch.setattr(train_module, "lr_at", lr_at_with_sigterm)
+    _interrupt_at_step(monkeypatch, 6, signal.SIGTERM)  # what a scheduler or docker stop sends
     stopped = train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, config, tmp_path / "r",
                     progress=False)  # fmt: skip
     monkeypatch.undo()
