@@ -372,11 +372,10 @@ def test_tracked_metrics_follow_the_evaluations_without_disturbing_training(
 
     monkeypatch.setitem(train_module.TRACKERS, "probe", noisy_probe)
     tokenizer, train_ids, val_ids = corpus
-    config = tiny_config(max_steps=10, eval_interval=5, checkpoint_interval=5)
-    plain = train(tiny_model(tokenizer.vocab_size, dropout=0.2), train_ids, val_ids, config,
-                  progress=False)  # fmt: skip
-    tracked_config = tiny_config(max_steps=10, eval_interval=5, checkpoint_interval=5,
-                                 track=("probe",))  # fmt: skip
+    settings = dict(max_steps=4, warmup_steps=0, eval_interval=2, checkpoint_interval=2)
+    plain = train(tiny_model(tokenizer.vocab_size, dropout=0.2), train_ids, val_ids,
+                  tiny_config(**settings), progress=False)  # fmt: skip
+    tracked_config = tiny_config(**settings, track=("probe",))
     tracked = train(tiny_model(tokenizer.vocab_size, dropout=0.2), train_ids, val_ids,
                     tracked_config, progress=False)  # fmt: skip
     assert tracked.train_loss == plain.train_loss
@@ -401,15 +400,15 @@ def test_induction_is_a_registered_tracker() -> None:
 # ---------------------------------------------------------------------- faults
 def test_sigterm_is_handled_like_ctrl_c(corpus, tmp_path, monkeypatch) -> None:
     tokenizer, train_ids, val_ids = corpus
-    config = tiny_config(max_steps=8, checkpoint_interval=4)
+    config = tiny_config(max_steps=4, warmup_steps=0, eval_interval=2, checkpoint_interval=2)
     straight = tiny_model(tokenizer.vocab_size)
     train(straight, train_ids, val_ids, config, progress=False)
-    _interrupt_at_step(monkeypatch, 6, signal.SIGTERM)  # what a scheduler or docker stop sends
+    _interrupt_at_step(monkeypatch, 3, signal.SIGTERM)  # what a scheduler or docker stop sends
     stopped = train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, config, tmp_path / "r",
                     progress=False)  # fmt: skip
     monkeypatch.undo()
-    assert stopped.steps[-1] == 6
-    assert json.loads((tmp_path / "r" / "checkpoint.json").read_text())["step"] == 6
+    assert stopped.steps[-1] == 3
+    assert json.loads((tmp_path / "r" / "checkpoint.json").read_text())["step"] == 3
     resumed = tiny_model(tokenizer.vocab_size)
     train(resumed, train_ids, val_ids, config, tmp_path / "r", resume=True, progress=False)
     for name, value in weights(straight).items():
