@@ -267,6 +267,7 @@ class FolderLock:
         self._lock = FileLock(str(self.path), timeout=0)
 
     def acquire(self) -> FolderLock:
+        """Take the lock now or raise (see the class docstring); returns self."""
         from filelock import Timeout
 
         try:
@@ -285,6 +286,7 @@ class FolderLock:
         return self
 
     def release(self) -> None:
+        """Give the lock back and delete out/.lock (nothing if it is not held)."""
         if self._lock.is_locked:
             self.path.unlink(missing_ok=True)  # while still held: no one else can own it
             self._lock.release()

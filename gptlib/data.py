@@ -310,7 +310,9 @@ class BatchSource(Protocol):
         block_size: int,
         generator: torch.Generator,
         device: str | torch.device = "cpu",
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y), each (batch_size, block_size) LongTensors; see the class docstring."""
+        ...
 
 
 class TokenWindows:

@@ -1,7 +1,7 @@
 """Preparing text for training: a run's tokenizer, and memory-mapped token files of any text.
 
-Taught in notebooks/02_first_gpt.ipynb (training on a corpus); README's "Train your own" shows
-the commands.
+No chapter needs it (the book's corpora fit in memory, as notebooks/02_first_gpt.ipynb shows);
+README's "Train your own" uses it to train on a corpus of any size.
 
 ``python -m gptlib.prepare PATH --out DIR --tokenizer gpt2`` turns a UTF-8 text file, or a
 folder of them, into ``DIR/tokens.bin`` (every token id, uint16 when the vocabulary has at most

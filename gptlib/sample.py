@@ -1,7 +1,8 @@
 """The command line `python -m gptlib.sample`: continue a prompt with a trained checkpoint.
 
-Taught in notebooks/02_first_gpt.ipynb (sampling from a checkpoint) and notebooks/08_gpt2.ipynb
-(temperature, top-k, top-p); README's "Train your own" shows the command::
+What notebooks/02_first_gpt.ipynb does by hand with a checkpoint, with the sampling settings
+that notebooks/08_gpt2.ipynb teaches (temperature, top-k, top-p), as one command (README's
+"Train your own")::
 
     python -m gptlib.sample --checkpoint runs/mine --prompt "The " --max-new-tokens 200
 
