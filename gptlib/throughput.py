@@ -25,8 +25,6 @@ another GPU. The CPU has no such figure, so MFU is printed on CUDA only.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .layers import MixtureOfExperts
@@ -72,7 +70,8 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 class Throughput:
-    """Tokens per second since the last report, and the MFU they mean on a known GPU."""
+    """Training tokens per second over the steps since the last report (evaluation and saving
+    excluded), and the MFU they mean on a GPU whose peak is known."""
 
     def __init__(
         self, model: GPT, seq_len: int, tokens_per_step: int, device: torch.device, world_size=1
@@ -81,20 +80,17 @@ class Throughput:
         self.flops_per_token = flops_per_token(model, seq_len)
         peak = peak_flops(device)
         self.peak = peak * world_size if peak is not None else None
-        self.device = device
-        self._steps, self._start = 0, time.perf_counter()
+        self._steps, self._seconds = 0, 0.0
 
-    def step(self) -> None:
-        """Count one optimizer step."""
+    def step(self, seconds: float) -> None:
+        """Count one optimizer step that took `seconds` (wall clock, GPU work finished)."""
         self._steps += 1
+        self._seconds += seconds
 
     def report(self) -> str:
-        """ "N tokens/s" (and ", MFU x%" on a known GPU) since the last report; restarts the clock."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = max(time.perf_counter() - self._start, 1e-9)
-        rate = self._steps * self.tokens_per_step / seconds
-        self._steps, self._start = 0, time.perf_counter()
+        """ "N tokens/s" (and ", MFU x%" on a known GPU) since the last report; starts anew."""
+        rate = self._steps * self.tokens_per_step / max(self._seconds, 1e-9)
+        self._steps, self._seconds = 0, 0.0
         text = f"{rate:,.0f} tokens/s"
         if self.peak:
             text += f", MFU {rate * self.flops_per_token / self.peak:.1%}"

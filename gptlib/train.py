@@ -386,8 +386,9 @@ class _Run:
         self.model.train()
         with _stop_on_signals(dist.is_main) as stop:
             while self.step < config.max_steps and not stop.requested:
-                loss = self.train_step(train_source, stop)
-                meter.step()
+                began = time.perf_counter()
+                loss = self.train_step(train_source, stop)  # ends with a sync: its loss value
+                meter.step(time.perf_counter() - began)
                 history.seconds = seconds_before + time.perf_counter() - start
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{history.lr[-1]:.1e}", refresh=False)
