@@ -2,8 +2,10 @@
 
 One module per idea the book teaches (see README.md): config, tokenizers (with bpe and
 tokenizer_io), attention (with kv_cache), positional, layers, model (with loss), sampling,
-generation, data, train (with checkpoint and train_cli), hf (with hf_configs and hf_families),
-finetune, scaling, inference, viz (with attention_views), interpret and interventions.
+generation, data, prepare (with run_tokenizer), train (with train_config, train_state,
+checkpoint, distributed, throughput and train_cli), sample, hf (with hf_configs and
+hf_families), finetune, scaling, inference, viz (with attention_views), interpret and
+interventions.
 """
 
 from .config import GPTConfig

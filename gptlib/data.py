@@ -17,20 +17,43 @@ The third corpus, ``"stories"``, is generated here from a small hand-written gra
 fixed seed, so it is identical on every machine and every Python version. Its sentences
 repeat names and objects within a story, which gives a small model something to copy: the
 material for the induction-head experiments in notebooks/15_attention_maps.ipynb.
+
+``CORPORA`` is a registry: another module adds a corpus with
+``CORPORA["name"] = Corpus(load_function, "one line saying what it is")``.
+
+Training draws its batches from a **batch source** (`BatchSource`): a 1-D tensor of token ids,
+a memory-mapped token file written by ``python -m gptlib.prepare`` (`gptlib.prepare.open_tokens`),
+or any object with a ``get_batch`` method, such as prompt/response pairs whose prompt tokens
+are masked out of the loss.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
 import sysconfig
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
 import torch
 
-__all__ = ["CORPORA", "get_batch", "load_corpus", "make_stories", "split"]
+__all__ = [
+    "CORPORA",
+    "IGNORE_INDEX",
+    "BatchSource",
+    "Corpus",
+    "TokenWindows",
+    "as_batch_source",
+    "get_batch",
+    "load_corpus",
+    "make_stories",
+    "repeat_passages",
+    "split",
+]
 
 T = TypeVar("T", str, list, torch.Tensor)
 
@@ -144,22 +167,36 @@ def make_stories(n_stories: int = 2000, seed: int = 0) -> str:
     return "\n\n".join(rng.choice(_STORY_KINDS)(rng) for _ in range(n_stories)) + "\n"
 
 
-CORPORA: dict[str, str] = {
-    "python-docs": "the Python language reference as English prose (pydoc_data.topics)",
-    "python-stdlib": "the source code of the Python standard library's top-level .py files",
-    "stories": "short stories from gptlib's own seeded grammar (make_stories)",
-}
+@dataclass(frozen=True)
+class Corpus:
+    """A named offline corpus: the function that returns its text, and what it is in one line.
 
-_LOADERS: dict[str, Callable[[], str]] = {
-    "python-docs": _python_docs,
-    "python-stdlib": _python_stdlib,
-    "stories": make_stories,
+    ``str(corpus)`` is the description, so ``f"{name}: {corpus}"`` reads well.
+    """
+
+    load: Callable[[], str]
+    description: str
+
+    def __str__(self) -> str:
+        return self.description
+
+
+CORPORA: dict[str, Corpus] = {
+    "python-docs": Corpus(
+        _python_docs, "the Python language reference as English prose (pydoc_data.topics)"
+    ),
+    "python-stdlib": Corpus(
+        _python_stdlib, "the source code of the Python standard library's top-level .py files"
+    ),
+    "stories": Corpus(
+        make_stories, "short stories from gptlib's own seeded grammar (make_stories)"
+    ),
 }
 
 
 @functools.cache
-def _load_full(name: str) -> str:
-    return _LOADERS[name]()
+def _load_full(name: str, load: Callable[[], str]) -> str:
+    return load()
 
 
 def load_corpus(name: str = "python-docs", max_chars: int | None = None) -> str:
@@ -169,12 +206,12 @@ def load_corpus(name: str = "python-docs", max_chars: int | None = None) -> str:
 
     ``max_chars`` keeps only the first ``max_chars`` characters (handy for quick experiments).
     """
-    if name not in _LOADERS:
+    if name not in CORPORA:
         known = ", ".join(repr(key) for key in CORPORA)
         raise ValueError(f"Unknown corpus {name!r}. Known corpora: {known}.")
     if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
         raise ValueError(f"max_chars must be a positive integer or None, got {max_chars!r}.")
-    text = _load_full(name)
+    text = _load_full(name, CORPORA[name].load)
     return text if max_chars is None else text[:max_chars]
 
 
@@ -197,8 +234,24 @@ def split(data: T, val_fraction: float = 0.1) -> tuple[T, T]:
     return data[:n_train], data[n_train:]
 
 
+IGNORE_INDEX = -1  # a target equal to this (or to PyTorch's -100) is left out of the loss
+
+
+def _check_tokens(data: Any) -> None:
+    if isinstance(data, torch.Tensor) and data.dim() == 1:
+        return
+    if isinstance(data, np.ndarray) and data.ndim == 1 and np.issubdtype(data.dtype, np.integer):
+        return
+    shape = getattr(data, "shape", None)
+    raise ValueError(
+        "data must be a 1-D tensor of token ids, e.g. torch.tensor(tokenizer.encode(text)), "
+        "or a 1-D integer NumPy array such as a memory-mapped token file (gptlib.prepare.open_tokens); "
+        f"got {type(data).__name__}" + (f" with shape {tuple(shape)}" if shape else "") + "."
+    )
+
+
 def get_batch(
-    data: torch.Tensor,
+    data: torch.Tensor | np.ndarray,
     batch_size: int,
     block_size: int,
     generator: torch.Generator | None = None,
@@ -210,15 +263,11 @@ def get_batch(
 
     Returns ``(x, y)``, two LongTensors of shape ``(batch_size, block_size)`` where
     ``y[b, t] == x[b, t + 1]``: at every position the model learns to predict the next token.
-    Pass a seeded ``torch.Generator`` to make the batches reproducible.
+    Pass a seeded ``torch.Generator`` to make the batches reproducible. ``data`` is a 1-D
+    tensor, or a 1-D integer NumPy array (a memory-mapped token file is read window by
+    window, never loaded whole); both draw the same windows from the same generator.
     """
-    if not isinstance(data, torch.Tensor) or data.dim() != 1:
-        raise ValueError(
-            "data must be a 1-D tensor of token ids, e.g. torch.tensor(tokenizer.encode(text)); "
-            f"got {type(data).__name__}"
-            + (f" with shape {tuple(data.shape)}" if isinstance(data, torch.Tensor) else "")
-            + "."
-        )
+    _check_tokens(data)
     if batch_size < 1 or block_size < 1:
         raise ValueError(
             f"batch_size and block_size must be positive, got {batch_size} and {block_size}."
@@ -230,7 +279,105 @@ def get_batch(
             "Use a smaller block_size or more data."
         )
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    positions = starts[:, None] + torch.arange(block_size)
-    x = data[positions].long()
-    y = data[positions + 1].long()
+    if isinstance(data, torch.Tensor):
+        positions = starts[:, None] + torch.arange(block_size)
+        x, y = data[positions].long(), data[positions + 1].long()
+    else:
+        rows = np.stack([data[s : s + block_size + 1] for s in starts.tolist()])
+        windows = torch.from_numpy(rows.astype(np.int64))
+        x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
     return x.to(device), y.to(device)
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Anything training can draw batches from: one method, ``get_batch``.
+
+    ``get_batch(batch_size, block_size, generator, device)`` returns ``(x, y)``, two
+    LongTensors of shape ``(batch_size, block_size)``: the inputs, and the target of every
+    position, where ``IGNORE_INDEX`` (-1) or -100 marks a position left out of the loss (a
+    prompt token in supervised fine-tuning, padding). A source must draw every random choice
+    from ``generator``: that is what makes a run reproducible, resumable exactly, and
+    independent of the number of processes (`gptlib.train.train` draws the whole global
+    batch on every process from the same generator and gives each process its rows).
+    Used by `gptlib.train.train` and `gptlib.train.evaluate`; taught in
+    notebooks/02_first_gpt.ipynb (`get_batch`, which `TokenWindows` wraps).
+    """
+
+    def get_batch(
+        self,
+        batch_size: int,
+        block_size: int,
+        generator: torch.Generator,
+        device: str | torch.device = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y), each (batch_size, block_size) LongTensors; see the class docstring."""
+        ...
+
+
+class TokenWindows:
+    """A `BatchSource` of random windows of one token stream (a tensor or a memory map)."""
+
+    def __init__(self, tokens: torch.Tensor | np.ndarray) -> None:
+        _check_tokens(tokens)
+        self.tokens = tokens
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def get_batch(
+        self,
+        batch_size: int,
+        block_size: int,
+        generator: torch.Generator,
+        device: str | torch.device = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows and their next-token targets (see `get_batch`)."""
+        return get_batch(self.tokens, batch_size, block_size, generator, device)
+
+
+def as_batch_source(data: Any, name: str = "data", block_size: int | None = None) -> BatchSource:
+    """Wrap a 1-D tensor or NumPy token array in `TokenWindows`; pass a `BatchSource` through.
+
+    With block_size, a token stream too short for one window is refused here, naming `name`.
+    """
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        if block_size is not None and (data.ndim != 1 or len(data) <= block_size):
+            raise ValueError(
+                f"{name} must be a 1-D tensor of more than block_size={block_size} token ids "
+                "(e.g. torch.tensor(tokenizer.encode(text))) or a memory-mapped token file, "
+                f"got shape {tuple(data.shape)}"
+            )
+        return TokenWindows(data)
+    if isinstance(data, BatchSource):
+        return data
+    raise TypeError(
+        f"{name} must be a 1-D tensor of token ids, a memory-mapped token file "
+        "(gptlib.prepare.open_tokens) or an object with a get_batch(batch_size, block_size, "
+        f"generator, device) method (gptlib.data.BatchSource); got {type(data).__name__}"
+    )
+
+
+def repeat_passages(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace a random share of the windows by a passage of their own text said twice or more.
+
+    Used to train data/checkpoints/char_python_docs for chapter 15. A window of T tokens whose
+    first L tokens (T/4 <= L <= T/2) repeat gives a model a lot to gain from copying: once a
+    passage recurs, each next token is the one that followed its earlier occurrence. Real text
+    holds such repeats too, but a small model on a CPU budget sees too few of them for
+    induction heads (Olsson et al. 2022) to form; these windows give it enough. Validation
+    windows are never changed.
+    """
+    if fraction == 0.0:
+        return x, y
+    B, T = x.shape
+    chosen = torch.rand(B, generator=generator) < fraction
+    lengths = torch.randint(max(2, T // 4), max(3, T // 2 + 1), (B,), generator=generator)
+    x, y = x.clone(), y.clone()
+    for row in chosen.nonzero().flatten().tolist():
+        text = torch.cat([x[row], y[row, -1:]])[: lengths[row]]
+        repeated = text.repeat(math.ceil((T + 1) / len(text)))[: T + 1]
+        x[row], y[row] = repeated[:-1], repeated[1:]
+    return x, y

@@ -9,133 +9,64 @@ From Python::
 From a terminal (the checkpoints in data/checkpoints were made this way)::
 
     python -m gptlib.train --corpus python-docs --out runs/char --n-layer 4 --max-steps 2000
+    torchrun --standalone --nproc_per_node=8 -m gptlib.train --tokens data/mine --preset gpt2 ...
 
-The checkpoint folder's files are described in gptlib/checkpoint.py.
+The same loop runs alone or data-parallel under torchrun (`gptlib.distributed`), with gradient
+accumulation, autocast to bfloat16 or float16 (with a loss scaler for float16, Micikevicius et
+al. 2018) and torch.compile. Checkpoints survive kills (`gptlib.checkpoint`); a resumed run
+continues exactly (`gptlib.train_state`); a loss that stops being finite ends the run without
+touching the last good checkpoint (`DivergedError`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
+import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import checkpoint as ckpt
-from .data import get_batch
+from . import train_state
+from .checkpoint import load_checkpoint
+from .data import BatchSource, as_batch_source, repeat_passages
+from .distributed import Distributed, resolve_device
 from .model import GPT
+from .run_tokenizer import tokenizer_vocab_size
+from .throughput import Throughput
+from .train_config import DTYPES, DivergedError, History, TrainConfig
 
-__all__ = ["History", "TrainConfig", "evaluate", "load_checkpoint", "lr_at", "main", "train"]
-
-
-@dataclass
-class TrainConfig:
-    """The settings of one training run; defaults suit a small character-level model on a CPU."""
-
-    max_steps: int = 1000
-    batch_size: int = 32
-    block_size: int | None = None  # training window; None: the model's block_size
-    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
-    min_lr: float | None = None  # end of the cosine; None: lr / 10, as GPT-3 decays to 10%
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float | None = 1.0  # largest global gradient norm; None: no clipping
-    eval_interval: int = 100  # evaluate every this many steps (and after the last one)
-    eval_batches: int = 10  # fixed batches averaged by each evaluation
-    checkpoint_interval: int | None = None  # None: save whenever we evaluate (needs out_dir)
-    repeat_fraction: float = 0.0  # share of training windows that repeat a passage (see below)
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        if self.min_lr is None:
-            self.min_lr = self.lr / 10
-        if self.checkpoint_interval is None:
-            self.checkpoint_interval = self.eval_interval
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
-        for name in ("max_steps", "batch_size", "eval_interval", "eval_batches"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.checkpoint_interval < 1:
-            raise ValueError(
-                f"checkpoint_interval must be positive, got {self.checkpoint_interval}"
-            )
-        if self.block_size is not None and self.block_size < 1:
-            raise ValueError(f"block_size must be positive or None, got {self.block_size}")
-        if not 0 <= self.warmup_steps <= self.max_steps:
-            raise ValueError(
-                f"warmup_steps={self.warmup_steps} must be between 0 and max_steps={self.max_steps}"
-            )
-        if not 0 < self.lr or not 0 <= self.min_lr <= self.lr:
-            raise ValueError(
-                f"need 0 <= min_lr <= lr and lr > 0; got lr={self.lr}, min_lr={self.min_lr}"
-            )
-        if not 0.0 <= self.repeat_fraction <= 1.0:
-            raise ValueError(f"repeat_fraction must be in [0, 1], got {self.repeat_fraction}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of to_dict; unknown keys are an error."""
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**d)
+__all__ = [
+    "TRACKERS",
+    "DivergedError",
+    "History",
+    "TrainConfig",
+    "evaluate",
+    "load_checkpoint",
+    "lr_at",
+    "main",
+    "train",
+]
 
 
-@dataclass
-class History:
-    """What happened during training, for plotting: one entry per step, one per evaluation."""
+def _induction(model: GPT) -> dict[str, float]:
+    from .interpret import induction_probe
 
-    steps: list[int] = field(default_factory=list)  # optimizer steps taken so far, 1, 2, ...
-    train_loss: list[float] = field(default_factory=list)  # loss of that step's batch
-    lr: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)  # before clipping
-    eval_steps: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)  # mean over the fixed validation batches
-    eval_train_loss: list[float] = field(default_factory=list)  # same, on fixed training batches
-    seconds: float = 0.0  # wall-clock training time, summed over resumed runs
+    return induction_probe(model)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> History:
-        """Inverse of to_dict."""
-        return cls(**d)
-
-    def truncate(self, step: int) -> None:
-        """Forget everything recorded after `step` (used when resuming from that step)."""
-        keep, keep_eval = (
-            sum(s <= step for s in self.steps),
-            sum(s <= step for s in self.eval_steps),
-        )
-        for name in ("steps", "train_loss", "lr", "grad_norm"):
-            del getattr(self, name)[keep:]
-        for name in ("eval_steps", "val_loss", "eval_train_loss"):
-            del getattr(self, name)[keep_eval:]
+# Metrics that `train` can record at each evaluation (TrainConfig.track, --track NAME): a
+# function of the model returning named floats, stored in History.tracked as "NAME/key". It
+# runs in eval mode without gradients, and any random numbers it draws are put back.
+TRACKERS: dict[str, Callable[[GPT], dict[str, float]]] = {"induction": _induction}
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -152,35 +83,35 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
 
 
-def repeat_passages(
-    x: torch.Tensor, y: torch.Tensor, fraction: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace a random share of the windows by a passage of their own text said twice or more.
-
-    Used to train data/checkpoints/char_python_docs for chapter 15. A window of T tokens whose
-    first L tokens (T/4 <= L <= T/2) repeat gives a model a lot to gain from copying: once a
-    passage recurs, each next token is the one that followed its earlier occurrence. Real text
-    holds such repeats too, but a small model on a CPU budget sees too few of them for
-    induction heads (Olsson et al. 2022) to form; these windows give it enough. Validation
-    windows are never changed.
-    """
-    if fraction == 0.0:
-        return x, y
-    B, T = x.shape
-    chosen = torch.rand(B, generator=generator) < fraction
-    lengths = torch.randint(max(2, T // 4), max(3, T // 2 + 1), (B,), generator=generator)
-    x, y = x.clone(), y.clone()
-    for row in chosen.nonzero().flatten().tolist():
-        text = torch.cat([x[row], y[row, -1:]])[: lengths[row]]
-        repeated = text.repeat(math.ceil((T + 1) / len(text)))[: T + 1]
-        x[row], y[row] = repeated[:-1], repeated[1:]
-    return x, y
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
 @torch.no_grad()
+def _mean_loss(model: GPT, source: BatchSource, n_batches: int, seed: int, batch: int,
+               micro: int, block_size: int, dist: Distributed, dtype: str = "float32") -> float:  # fmt: skip
+    """Mean loss over n_batches global batches drawn with seed, shared among the processes."""
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    losses = torch.zeros(n_batches, device=device)
+    for i in range(n_batches):
+        x, y = source.get_batch(batch, block_size, generator, "cpu")
+        for xb, yb, weight in dist.micro_batches(x, y, micro):
+            if weight:
+                with _autocast(device, dtype):
+                    loss = model(xb.to(device), targets=yb.to(device)).loss
+                losses[i] += loss.float() * weight
+    model.train(was_training)
+    return float(dist.sum(losses).mean())
+
+
 def evaluate(
     model: GPT,
-    data: torch.Tensor,
+    data: torch.Tensor | BatchSource,
     batch_size: int,
     block_size: int,
     n_batches: int = 10,
@@ -188,71 +119,74 @@ def evaluate(
 ) -> float:
     """Mean loss of model on n_batches random windows of data, the same windows for the same seed.
 
-    Taught in notebooks/02_first_gpt.ipynb.
+    Taught in notebooks/02_first_gpt.ipynb. data is a 1-D tensor of token ids, a memory-mapped
+    token file or any `gptlib.data.BatchSource`; ignored targets do not count.
     """
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    losses = []
-    for _ in range(n_batches):
-        x, y = get_batch(data, batch_size, block_size, generator, device)
-        losses.append(model(x, targets=y).loss)
-    model.train(was_training)
-    return float(torch.stack(losses).mean())
+    source = as_batch_source(data, "data")
+    return _mean_loss(model, source, n_batches, seed, batch_size, batch_size, block_size,
+                      Distributed())  # fmt: skip
 
 
 class _StopRequest:
-    """Turns Ctrl-C into a request to stop after the current step (a second Ctrl-C stops at once,
-    except while a checkpoint is being written)."""
+    """Turns Ctrl-C or SIGTERM into a request to stop after the current step (a second Ctrl-C
+    stops at once, except while a checkpoint is being written)."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self.saving = False
+    def __init__(self, verbose: bool) -> None:
+        self.requested, self.saving, self.verbose, self.signal_name = False, False, verbose, ""
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.requested and not self.saving:
             raise KeyboardInterrupt
         self.requested = True
-        print(
-            "\nInterrupted: finishing this step and saving; Ctrl-C again stops now.",
-            file=sys.stderr,
-        )
+        self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if self.verbose:
+            print(
+                f"\n{self.signal_name}: finishing this step and saving; Ctrl-C again stops now.",
+                file=sys.stderr,
+            )
 
 
 @contextlib.contextmanager
-def _stop_on_ctrl_c() -> Iterator[_StopRequest]:
-    stop = _StopRequest()
+def _stop_on_signals(verbose: bool) -> Iterator[_StopRequest]:
+    stop = _StopRequest(verbose)
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signal handlers can only be set from the main thread
         return
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def train(
     model: GPT,
-    train_data: torch.Tensor,
-    val_data: torch.Tensor,
+    train_data: torch.Tensor | BatchSource,
+    val_data: torch.Tensor | BatchSource,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
     tokenizer: Any = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> History:
     """Train model on random windows of train_data, evaluating on val_data; return the History.
 
     Taught in notebooks/02_first_gpt.ipynb.
 
-    With out_dir, a checkpoint (see gptlib/checkpoint.py) is written every
-    config.checkpoint_interval steps and at the end; resume=True continues from it and reaches
-    the same weights as a run that was never stopped. Ctrl-C finishes the current step, saves a
-    checkpoint and returns the history so far. The batches come from a torch.Generator seeded
-    with config.seed, and torch's global seed is set from it too (dropout), so a run is
-    reproducible.
+    train_data and val_data are 1-D tensors of token ids, memory-mapped token files
+    (`gptlib.prepare.open_tokens`) or any `gptlib.data.BatchSource`. With out_dir, a
+    checkpoint (see gptlib/checkpoint.py) is written every config.checkpoint_interval steps
+    and at the end; resume=True continues from it and reaches the same weights as a run that
+    was never stopped. Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and
+    returns the history so far. Under torchrun the run is data-parallel (gptlib/distributed.py)
+    and gives the same losses as one process with the same global batch. The batches come
+    from a torch.Generator seeded with config.seed, and torch's global seed is set from it too
+    (dropout), so a run is reproducible. Raises DivergedError when the loss stops being finite,
+    RuntimeError when another run holds out_dir, PermissionError when out_dir is read-only.
+    extra_files maps file names to JSON data saved with every checkpoint (the command line
+    writes command.json this way).
     """
     config = config or TrainConfig()
     block_size = config.block_size or model.config.block_size
@@ -261,127 +195,232 @@ def train(
             f"TrainConfig.block_size={block_size} is longer than the model's "
             f"block_size={model.config.block_size}; lower it or make a bigger model"
         )
-    for name, data in (("train_data", train_data), ("val_data", val_data)):
-        if not isinstance(data, torch.Tensor) or data.dim() != 1 or len(data) <= block_size:
-            raise ValueError(
-                f"{name} must be a 1-D tensor of more than block_size={block_size} "
-                "token ids, e.g. torch.tensor(tokenizer.encode(text))"
-            )
-    device = torch.device(config.device)
-    model.to(device)
-    optimizer = model.configure_optimizer(config.lr, config.weight_decay, config.betas)
-    generator = torch.Generator().manual_seed(config.seed)
-    history, step = History(), 0
-    out = Path(out_dir) if out_dir is not None else None
-    if resume:
-        if out is None:
+    sources = [as_batch_source(d, n, block_size) for d, n in ((train_data, "train_data"), (val_data, "val_data"))]  # fmt: skip
+    if tokenizer is not None and tokenizer_vocab_size(tokenizer) > model.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer_vocab_size(tokenizer)} ids but the model's vocab_size "
+            f"is {model.config.vocab_size}; build the model with vocab_size=tokenizer.vocab_size"
+        )
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    dist = Distributed.start(device)
+    run = _Run(model, config, block_size, dist, tokenizer, out_dir, extra_files)
+    try:
+        if resume and run.out is None:
             raise ValueError("resume=True needs the out_dir of the run to continue")
-        if not ckpt.has_checkpoint(out):
-            raise FileNotFoundError(
-                f"{out} holds no checkpoint to resume; train without resume (--resume) first"
+        manifest = None
+        if run.out is not None:
+            resume, manifest = dist.from_main(
+                lambda: ckpt.open_run_folder(run.out, resume, run.lock)
             )
-        ckpt.check_resumable(out, model.config, config.to_dict(), tokenizer)
-        model.load_state_dict(GPT.load(out, map_location=device).state_dict())
-        step = ckpt.load_train_state(out, optimizer, generator)
-        history = History.from_dict(ckpt.read_json(out / ckpt.HISTORY_FILE))
-        history.truncate(step)
-    else:
-        if out is not None and ckpt.has_checkpoint(out):
-            raise FileExistsError(
-                f"{out} already holds a checkpoint; pass resume=True (--resume) "
-                "to continue it, or choose a new out_dir"
-            )
-        torch.manual_seed(config.seed)
+        run.start(resume, manifest)
+        return run.loop(*sources, progress)
+    finally:
+        for held in run.lock:
+            held.release()
+        dist.close()
 
-    def save(stop: _StopRequest) -> None:
+
+class _Run:
+    """One run's state (model and its wrappers, optimizer, loss scaler, batch generator,
+    history, step) and what it does: start or resume, take a step, evaluate, save."""
+
+    def __init__(self, model, config, block_size, dist, tokenizer, out_dir, extra_files) -> None:  # fmt: skip
+        self.model, self.config, self.block_size, self.dist = model, config, block_size, dist
+        self.tokenizer, self.extra_files = tokenizer, extra_files or {}
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.device = device = dist.device
+        self.lock: list[ckpt.FolderLock] = []
+        model.to(device)
+        self.optimizer = model.configure_optimizer(config.lr, config.weight_decay, config.betas)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.history, self.step, self.last_saved = History(), 0, None
+        self.global_batch = config.batch_size * config.grad_accum_steps * dist.world_size
+        self.environment = train_state.environment(device, config.to_dict(), dist.world_size)
+
+    def start(self, resume: bool, manifest: dict | None) -> None:
+        """Seed a fresh run, or restore the checkpoint in out (its manifest verified, or None
+        for a checkpoint older than manifests); then wrap the model for compile and DDP."""
+        model, config, dist = self.model, self.config, self.dist
+        if resume:
+            out = self.out
+            train_state.check_resumable(out, model.config, config.to_dict(), self.tokenizer,
+                                        dist.world_size, manifest)  # fmt: skip
+            model.load_state_dict(GPT.load(out, map_location=self.device).state_dict())
+            self.step, known = train_state.load_train_state(
+                out, self.optimizer, self.generator, dist.rank, self.scaler
+            )
+            if not known:  # a process the checkpoint did not have: a fresh dropout stream
+                torch.manual_seed(config.seed + dist.rank + 1_000_003 * self.step)
+            self.history = History.from_dict(ckpt.read_json(out / ckpt.HISTORY_FILE))
+            self.history.truncate(self.step)
+            self.last_saved = self.step
+            saved = (manifest or {}).get("environment")
+            changes = train_state.environment_changes(saved, self.environment)
+            if changes and dist.is_main:
+                warnings.warn(
+                    f"resuming {out} under other conditions than it was saved with "
+                    f"({'; '.join(changes)}): the run continues, but not bit for bit as if it "
+                    "had never stopped",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+        else:
+            torch.manual_seed(config.seed + dist.rank)
+        self.step_model = torch.compile(model) if config.compile else model
+        if dist.world_size > 1:
+            self.step_model = torch.nn.parallel.DistributedDataParallel(
+                self.step_model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=model.config.mlp == "moe",  # unchosen experts: no grad
+            )
+
+    def train_step(self, source: BatchSource, stop: _StopRequest) -> float:
+        """One optimizer step on one global batch; returns its loss (mean over its targets)."""
+        config, dist, device = self.config, self.dist, self.device
+        lr = lr_at(self.step, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = source.get_batch(self.global_batch, self.block_size, self.generator, "cpu")
+        x, y = repeat_passages(x, y, config.repeat_fraction, self.generator)
+        total = torch.zeros(2, device=device)  # this process's share of the loss; stop flag
+        micro_batches = dist.micro_batches(x, y, config.batch_size)
+        for i, (xb, yb, weight) in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1 or dist.world_size == 1
+            with contextlib.nullcontext() if sync else self.step_model.no_sync():
+                with _autocast(device, config.dtype):
+                    output = self.step_model(xb.to(device), targets=yb.to(device))
+                loss = output.loss * weight if weight else output.logits.float().sum() * 0.0
+                self.scaler.scale(loss * dist.world_size).backward()  # DDP averages: x processes
+            total[0] += loss.detach().float()
+        total[1] = float(stop.requested)  # a signal to any process stops them all
+        loss_value, stop_flag = dist.sum(total).tolist()
+        stop.requested = stop_flag > 0
+        if not math.isfinite(loss_value):
+            raise DivergedError(self._diverged("the loss", self.step + 1), self.history)
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):
+            raise DivergedError(self._diverged("the gradient", self.step + 1), self.history)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        for name, value in (("steps", self.step), ("train_loss", loss_value), ("lr", lr),
+                            ("grad_norm", norm.item())):  # fmt: skip
+            getattr(self.history, name).append(value)
+        return loss_value
+
+    def evaluate(self, val_source: BatchSource, train_source: BatchSource) -> None:
+        """Record validation and training loss on fixed batches, and the tracked metrics."""
+        config, history = self.config, self.history
+        settings = (config.eval_batches, self.global_batch, config.batch_size, self.block_size,
+                    self.dist, config.dtype)  # fmt: skip
+        history.eval_steps.append(self.step)
+        history.val_loss.append(_mean_loss(self.model, val_source, settings[0], config.seed + 1, *settings[1:]))  # fmt: skip
+        history.eval_train_loss.append(_mean_loss(self.model, train_source, settings[0], config.seed + 2, *settings[1:]))  # fmt: skip
+        if self.dist.is_main:
+            _track(self.model, config.track, history, self.device)
+
+    def save(self, stop: _StopRequest) -> None:
+        """Write a checkpoint (process 0), never one with weights that are not finite."""
         stop.saving = True
-        out.mkdir(parents=True, exist_ok=True)
-        model.save(out)  # first the files that may change, train_state last (see checkpoint.py)
-        if tokenizer is not None:
-            ckpt.save_tokenizer(tokenizer, out / ckpt.TOKENIZER_FILE)
-        ckpt.write_json(out / ckpt.TRAIN_CONFIG_FILE, config.to_dict())
-        ckpt.write_json(out / ckpt.HISTORY_FILE, history.to_dict())
-        ckpt.save_train_state(out, optimizer, generator, step)
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        rng_states = self.dist.gather(rng)
+        config, dist = self.config, self.dist
+
+        def write_files(folder: Path) -> None:
+            self.model.save(folder)
+            ckpt.write_tokenizer(self.tokenizer, folder)
+            ckpt.write_json(folder / ckpt.TRAIN_CONFIG_FILE, config.to_dict())
+            ckpt.write_json(folder / ckpt.HISTORY_FILE, self.history.to_dict())
+            for name, data in self.extra_files.items():
+                ckpt.write_json(folder / name, data)
+            scaler = self.scaler if self.scaler.is_enabled() else None
+            train_state.save_train_state(folder / ckpt.STATE_FILE, self.optimizer,
+                                         self.generator, self.step, rng_states, scaler)  # fmt: skip
+
+        def commit() -> None:
+            if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+                raise DivergedError(self._diverged("the weights", self.step), self.history)
+            vocab = tokenizer_vocab_size(self.tokenizer) if self.tokenizer is not None else None
+            ckpt.commit(self.out, write_files, {
+                "step": self.step, "world_size": dist.world_size, "batch_size": config.batch_size,
+                "grad_accum_steps": config.grad_accum_steps,
+                "global_batch_size": self.global_batch,
+                "tokens_per_step": self.global_batch * self.block_size,
+                "environment": self.environment,
+                "not_exact": train_state.not_exact(self.device, config.to_dict(),
+                                                   dist.world_size, self.model.config.dropout),
+                "tokenizer_vocab_size": vocab,
+            })  # fmt: skip
+
+        dist.from_main(commit)
+        self.last_saved = self.step
         stop.saving = False
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=config.max_steps,
-        initial=step,
-        desc="train",
-        unit="step",
-        disable=not progress,
-        mininterval=0.5,
-    )
-    seconds_before, start = history.seconds, time.perf_counter()
-    model.train()
-    with _stop_on_ctrl_c() as stop:
-        while step < config.max_steps and not stop.requested:
-            lr = lr_at(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = get_batch(train_data, config.batch_size, block_size, generator, device)
-            x, y = repeat_passages(x, y, config.repeat_fraction, generator)
-            loss = model(x, targets=y).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
-            optimizer.step()
-            step += 1
-            for name, value in (
-                ("steps", step),
-                ("train_loss", loss.item()),
-                ("lr", lr),
-                ("grad_norm", norm.item()),
-            ):
-                getattr(history, name).append(value)
-            history.seconds = seconds_before + time.perf_counter() - start
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}", refresh=False)
-            if step % config.eval_interval == 0 or step == config.max_steps:
-                args = (config.batch_size, block_size, config.eval_batches)
-                history.eval_steps.append(step)
-                history.val_loss.append(evaluate(model, val_data, *args, seed=config.seed + 1))
-                history.eval_train_loss.append(
-                    evaluate(model, train_data, *args, seed=config.seed + 2)
-                )
-                if progress:
-                    bar.write(
-                        f"step {step}: train loss {history.eval_train_loss[-1]:.4f}, "
-                        f"val loss {history.val_loss[-1]:.4f}, lr {lr:.2e}"
-                    )
-            if out is not None and (
-                step % config.checkpoint_interval == 0 or step == config.max_steps
-            ):
-                save(stop)
-        if stop.requested and out is not None and step < config.max_steps:
-            save(stop)
-    bar.close()
-    if stop.requested:
-        where = f"; the checkpoint in {out} continues with resume=True" if out is not None else ""
-        print(f"Stopped by Ctrl-C after step {step}{where}.", file=sys.stderr)
-    return history
-
-
-def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[GPT, Any, History]:
-    """Load a checkpoint folder written by `train`: (model in eval mode, tokenizer or None, history).
-
-    Taught in notebooks/02_first_gpt.ipynb; chapter 15 (attention maps) uses it too.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"no checkpoint folder at {path}; train one with python -m gptlib.train"
+    def _diverged(self, what: str, step: int) -> str:
+        kept = (
+            f"the checkpoint of step {self.last_saved} in {self.out} is kept"
+            if self.last_saved is not None
+            else "no checkpoint was written"
         )
-    model = GPT.load(path, map_location=map_location)
-    tok_path = path / ckpt.TOKENIZER_FILE
-    tokenizer = ckpt.load_tokenizer(tok_path) if tok_path.is_file() else None
-    hist_path = path / ckpt.HISTORY_FILE
-    history = History.from_dict(ckpt.read_json(hist_path)) if hist_path.is_file() else History()
-    return model, tokenizer, history
+        return (
+            f"{what} stopped being finite at step {step}: training diverged, so it stops here "
+            f"and {kept}. Lower the learning rate (--lr), or clip gradients (--grad-clip 1)"
+        )
+
+    def loop(self, train_source: BatchSource, val_source: BatchSource, progress: bool) -> History:
+        """Train to max_steps (or a stop signal), evaluating and saving on schedule."""
+        from tqdm.auto import tqdm
+
+        config, dist, history = self.config, self.dist, self.history
+        verbose = progress and dist.is_main
+        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step",
+                   disable=not verbose, mininterval=0.5)  # fmt: skip
+        tokens = self.global_batch * self.block_size
+        meter = Throughput(self.model, self.block_size, tokens, self.device, dist.world_size)
+        seconds_before, start = history.seconds, time.perf_counter()
+        self.model.train()
+        with _stop_on_signals(dist.is_main) as stop:
+            while self.step < config.max_steps and not stop.requested:
+                began = time.perf_counter()
+                loss = self.train_step(train_source, stop)  # ends with a sync: its loss value
+                meter.step(time.perf_counter() - began)
+                history.seconds = seconds_before + time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{history.lr[-1]:.1e}", refresh=False)
+                last = self.step == config.max_steps
+                if self.step % config.eval_interval == 0 or last:
+                    self.evaluate(val_source, train_source)
+                    if verbose:
+                        bar.write(
+                            f"step {self.step}: train loss {history.eval_train_loss[-1]:.4f}, "
+                            f"val loss {history.val_loss[-1]:.4f}, lr {history.lr[-1]:.2e}, "
+                            f"{meter.report()}"
+                        )
+                if self.out is not None and (self.step % config.checkpoint_interval == 0 or last):
+                    self.save(stop)
+            if stop.requested and self.out is not None and self.step < config.max_steps:
+                self.save(stop)
+        bar.close()
+        if stop.requested and dist.is_main:
+            where = f"; the checkpoint in {self.out} continues with resume=True" if self.out else ""
+            print(f"Stopped by {stop.signal_name} after step {self.step}{where}.", file=sys.stderr)
+        return history
+
+
+def _track(model: GPT, names: Sequence[str], history: History, device: torch.device) -> None:
+    """Record each tracker's results, without gradients and leaving the random state as it was."""
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        for name in names:
+            for key, value in TRACKERS[name](model).items():
+                history.tracked.setdefault(f"{name}/{key}", []).append(float(value))
+    model.train(was_training)
 
 
 def main(argv: Sequence[str] | None = None) -> History:

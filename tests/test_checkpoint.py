@@ -1,21 +1,40 @@
-"""The shipped checkpoint data/checkpoints/char_python_docs agrees with what data/README.md says.
+"""Checkpoint folders: the shipped one agrees with data/README.md, and no kill loses one.
 
-The figures are parsed from the README, so the documentation cannot drift from the files.
+The figures of data/checkpoints/char_python_docs are parsed from the README, so the
+documentation cannot drift from the files. The kill tests stop a training run at every moment
+of a save (in this process) and kill a real `python -m gptlib.train` with SIGKILL at the
+dangerous moments (through gptlib.checkpoint's crash points), then check that the folder holds
+the previous checkpoint or the new one, whole, and that resuming reaches the weights of a run
+that was never killed.
 """
 
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import (
+    CLI_TINY,
+    ROOT,
+    assert_same_weights,
+    saved_weights,
+    tiny_config,
+    tiny_model,
+    weights,
+)
 
 from gptlib import GPT
+from gptlib import checkpoint as ckpt
 from gptlib.data import load_corpus, split
-from gptlib.train import evaluate, load_checkpoint
+from gptlib.train import evaluate, load_checkpoint, train
+from gptlib.train import main as train_main
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "data" / "checkpoints" / "char_python_docs"
 README = ROOT / "data" / "README.md"
 
@@ -34,7 +53,9 @@ def _figure(name: str) -> str:
 
 
 def test_checkpoint_folder_is_small_and_complete() -> None:
-    names = {path.name for path in CHECKPOINT.iterdir()}
+    names = {path.name for path in CHECKPOINT.iterdir()} - {
+        "checkpoint.json"
+    }  # newer runs' manifest
     expected = {"config.json", "model.safetensors", "tokenizer.json", "train_config.json",
                 "history.json", "command.json"}  # fmt: skip
     assert names == expected, f"unexpected files {names ^ expected}"
@@ -66,3 +87,127 @@ def test_validation_loss_matches_the_readme() -> None:
     loss = evaluate(model, val_ids, run["batch_size"], model.config.block_size,
                     n_batches=run["eval_batches"], seed=run["seed"] + 1)  # fmt: skip
     assert loss == pytest.approx(float(_figure("Final validation loss").split()[0]), abs=0.02)
+
+
+# ---------------------------------------------------------------------- kills during a save
+@pytest.fixture(scope="module")
+def stories() -> tuple:
+    from gptlib.tokenizers import CharTokenizer
+
+    text = load_corpus("stories", max_chars=8_000)
+    tokenizer = CharTokenizer.from_text(text)
+    return (tokenizer, *split(torch.tensor(tokenizer.encode(text))))
+
+
+KILL_RUN = dict(max_steps=4, batch_size=4, warmup_steps=0, eval_interval=2, eval_batches=1,
+                checkpoint_interval=2)  # fmt: skip
+
+
+def test_a_kill_at_any_moment_of_a_save_leaves_the_old_or_the_new_checkpoint(
+    stories, tmp_path, monkeypatch
+) -> None:
+    """At every crash point of two saves, copy the folder: the copy is what kill -9 at that
+    moment leaves (the real kills below show it). Each copy, repaired as the next start repairs
+    it, must hold a whole checkpoint of the previous or the new step, and resume exactly."""
+    tokenizer, train_ids, val_ids = stories
+    config = tiny_config(**KILL_RUN)
+    out = tmp_path / "run"
+    labels: list[str] = []
+
+    def snapshot(label: str) -> None:
+        shutil.copytree(out, tmp_path / f"kill{len(labels)}")
+        labels.append(label)
+
+    monkeypatch.setattr(ckpt, "crash_point", snapshot)
+    straight = tiny_model(tokenizer.vocab_size, n_layer=1, n_embd=16)
+    expected = train(straight, train_ids, val_ids, config, out, progress=False,
+                     tokenizer=tokenizer)  # fmt: skip
+    monkeypatch.undo()
+    per_save = len(labels) // 2
+    assert labels[:per_save] == labels[per_save:] and "committed" in labels
+    manifests = {}
+    for k, label in enumerate(labels):
+        folder = shutil.copytree(tmp_path / f"kill{k}", tmp_path / f"repaired{k}")
+        ckpt.recover(folder)
+        step = 2 * (k // per_save + (k % per_save >= labels.index("committed")))
+        if step == 0:
+            assert not ckpt.has_checkpoint(folder), label
+            assert {p.name for p in folder.iterdir()} <= {ckpt.LOCK_FILE}, label
+            continue
+        assert ckpt.verify(folder)["step"] == step, label
+        assert not [
+            p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock"
+        ]
+        manifest = (folder / "checkpoint.json").read_text()
+        assert manifests.setdefault(step, manifest) == manifest, label  # the same files
+    # So every kill leaves one of three folders (none, step 2, step 4); each resumes exactly.
+    for k in (0, labels.index("committed"), per_save, len(labels) - 1):
+        model = tiny_model(tokenizer.vocab_size, n_layer=1, n_embd=16)
+        history = train(model, train_ids, val_ids, config, tmp_path / f"kill{k}", resume=True,
+                        progress=False, tokenizer=tokenizer)  # fmt: skip
+        assert history.train_loss == expected.train_loss, labels[k]
+        assert_same_weights(weights(straight), weights(model))
+        assert not [p.name for p in (tmp_path / f"kill{k}").iterdir() if p.name.startswith(".")]
+
+
+def _cli(out: Path) -> list[str]:
+    return ["--out", str(out), *CLI_TINY, "--max-steps", "4", "--warmup-steps", "0",
+            "--eval-interval", "2", "--checkpoint-interval", "2", "--threads", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def crash_points(tmp_path_factory) -> tuple[list[str], dict]:
+    """The crash points of the command below, and the weights of its run never killed."""
+    labels: list[str] = []
+    real = ckpt.crash_point
+    ckpt.crash_point = labels.append
+    threads = torch.get_num_threads()
+    try:
+        out = tmp_path_factory.mktemp("straight") / "run"
+        train_main(_cli(out))
+    finally:
+        ckpt.crash_point = real
+        torch.set_num_threads(threads)
+    return labels, saved_weights(out)
+
+
+@pytest.mark.parametrize(
+    ("save", "label", "message"),
+    [
+        (0, "staged history.json", "training starts at step 0"),  # the very first checkpoint
+        (1, "moved model.safetensors", "finished saving the checkpoint of step 4"),
+    ],
+)
+def test_kill_9_of_a_real_training_process_during_a_save(
+    crash_points, tmp_path, capfd, save, label, message
+) -> None:
+    labels, expected = crash_points
+    per_save = len(labels) // 2
+    point = save * per_save + labels[:per_save].index(label) + 1
+    out = tmp_path / "run"
+    env = {**os.environ, ckpt.CRASH_ENV: str(point), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "gptlib.train", *_cli(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert f"killed at crash point {point}: {label}" in result.stdout
+    (out / ".model.safetensors.x1y2.tmp").write_bytes(b"half a file")  # as a kill leaves them
+    threads = torch.get_num_threads()
+    try:
+        capfd.readouterr()
+        train_main([*_cli(out), "--resume"])
+    finally:
+        torch.set_num_threads(threads)
+    assert message in capfd.readouterr().err
+    assert_same_weights(expected, saved_weights(out))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_fresh_start_accepts_a_folder_whose_first_save_was_killed(stories, tmp_path, capfd):
+    tokenizer, train_ids, val_ids = stories
+    out = tmp_path / "run"
+    (out / ckpt.STAGING_DIR).mkdir(parents=True)
+    (out / ckpt.STAGING_DIR / "model.safetensors").write_bytes(b"half")
+    train(tiny_model(tokenizer.vocab_size, n_layer=1, n_embd=16), train_ids, val_ids,
+          tiny_config(**KILL_RUN), out, progress=False)  # fmt: skip
+    assert "removed an unfinished checkpoint" in capfd.readouterr().err
+    assert ckpt.verify(out)["step"] == 4

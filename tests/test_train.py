@@ -1,23 +1,23 @@
-"""Tests for gptlib.train, gptlib.checkpoint and the `python -m gptlib.train` command line."""
+"""Tests for gptlib.train: the schedule, the loop, evaluation, checkpoints and exact resume.
+
+The command line is tested in test_train_cli.py, kills during a save in test_checkpoint.py,
+several processes in test_distributed.py.
+"""
 
 import json
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import tiny_config, tiny_model, weights
 
 import gptlib.train as train_module
-from gptlib import GPT, GPTConfig
 from gptlib.checkpoint import STATE_FILE
 from gptlib.data import load_corpus, split
 from gptlib.tokenizers import CharTokenizer
-from gptlib.train import History, TrainConfig, evaluate, load_checkpoint, lr_at, main, train
+from gptlib.train import History, TrainConfig, evaluate, load_checkpoint, lr_at, train
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_FILES = {
     "config.json",
     "model.safetensors",
@@ -25,6 +25,7 @@ CHECKPOINT_FILES = {
     "train_config.json",
     "history.json",
     STATE_FILE,
+    "checkpoint.json",
 }
 
 
@@ -34,25 +35,6 @@ def corpus() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
     tokenizer = CharTokenizer.from_text(text)
     train_ids, val_ids = split(torch.tensor(tokenizer.encode(text)))
     return tokenizer, train_ids, val_ids
-
-
-def tiny_model(vocab_size: int, dropout: float = 0.0, n_layer: int = 2) -> GPT:
-    torch.manual_seed(0)
-    config = GPTConfig.from_preset(
-        "gpt2", n_layer=n_layer, n_head=2, n_embd=32, block_size=16, vocab_size=vocab_size,
-        dropout=dropout,
-    )  # fmt: skip
-    return GPT(config)
-
-
-def tiny_config(**overrides) -> TrainConfig:
-    settings = dict(max_steps=20, batch_size=8, warmup_steps=4, lr=3e-3, eval_interval=5,
-                    eval_batches=2, checkpoint_interval=10)  # fmt: skip
-    return TrainConfig(**{**settings, **overrides})
-
-
-def weights(model: GPT) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 # ---------------------------------------------------------------------- schedule and config
@@ -143,13 +125,16 @@ def test_checkpoint_files_are_written_without_leftover_temp_files(corpus, tmp_pa
     assert not loaded.training
 
 
-def _interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Send this process a real Ctrl-C (SIGINT) as training step `step` (1-based) begins."""
+def _interrupt_at_step(
+    monkeypatch: pytest.MonkeyPatch, step: int, signum: int = signal.SIGINT
+) -> None:
+    """Send this process a real Ctrl-C (SIGINT, or signum) as training step `step` (1-based)
+    begins."""
     real_lr_at = train_module.lr_at
 
     def lr_at_with_interrupt(index: int, config: TrainConfig) -> float:
         if index == step - 1:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real_lr_at(index, config)
 
     monkeypatch.setattr(train_module, "lr_at", lr_at_with_interrupt)
@@ -236,7 +221,9 @@ def test_weights_from_another_step_are_detected(corpus, tmp_path) -> None:
     model = tiny_model(tokenizer.vocab_size)
     train(model, train_ids, val_ids, tiny_config(max_steps=10), tmp_path / "run", progress=False)
     tiny_model(tokenizer.vocab_size).save(tmp_path / "run")  # as if killed between two writes
-    with pytest.raises(ValueError, match="cannot be resumed exactly"):
+    with pytest.raises(
+        ValueError, match=r"(model\.safetensors|config\.json) is not the file this checkpoint was"
+    ):
         train(model, train_ids, val_ids, tiny_config(max_steps=20), tmp_path / "run", resume=True,
               progress=False)  # fmt: skip
 
@@ -260,61 +247,6 @@ def test_history_truncate_drops_later_entries() -> None:
                       grad_norm=[1, 1, 1], eval_steps=[2], val_loss=[2.5], eval_train_loss=[2.4])  # fmt: skip
     history.truncate(1)
     assert history.steps == [1] and history.train_loss == [3.0] and history.eval_steps == []
-
-
-# ---------------------------------------------------------------------- command line
-CLI_TINY = ["--corpus", "stories", "--max-chars", "5000", "--n-layer", "1", "--n-head", "2",
-            "--n-embd", "16", "--block-size", "16", "--batch-size", "4", "--warmup-steps", "2",
-            "--eval-interval", "3", "--eval-batches", "2", "--no-progress"]  # fmt: skip
-
-
-def test_cli_trains_resumes_and_extends(tmp_path) -> None:
-    out = str(tmp_path / "cli")
-    history = main(["--out", out, "--max-steps", "6", *CLI_TINY])
-    assert history.steps[-1] == 6
-    assert {p.name for p in Path(out).iterdir()} == CHECKPOINT_FILES | {"command.json"}
-    assert "--max-steps 6" in json.loads((Path(out) / "command.json").read_text())["command"]
-    history = main(["--out", out, "--max-steps", "9", "--resume", *CLI_TINY])
-    assert history.steps == list(range(1, 10))
-    main(["--out", out, "--max-steps", "9", "--resume", "--final-weights-only", *CLI_TINY])
-    assert not (Path(out) / STATE_FILE).exists()
-    model, tokenizer, _ = load_checkpoint(out)
-    assert model.config.vocab_size == tokenizer.vocab_size
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--corpus", "wikipedia"], "Known corpora: 'python-docs', 'python-stdlib', 'stories'"),
-        (["--resume"], "holds no checkpoint to resume"),
-        (["--n-head", "3"], "not divisible by n_head"),
-    ],
-)
-def test_cli_bad_input_gives_a_clear_error(tmp_path, capsys, args, message) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--out", str(tmp_path / "x"), "--max-steps", "2", *CLI_TINY, *args])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_cli_refuses_an_out_dir_holding_another_checkpoint(tmp_path, capsys) -> None:
-    out = str(tmp_path / "cli")
-    main(["--out", out, "--max-steps", "3", *CLI_TINY])
-    for extra, message in ([], "already holds a checkpoint"), (["--resume"], "different model"):
-        with pytest.raises(SystemExit):
-            main(["--out", out, "--max-steps", "3", *extra, *CLI_TINY, "--n-layer", "2"])
-        assert message in capsys.readouterr().err
-
-
-def test_python_dash_m_gptlib_train_runs(tmp_path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gptlib.train", "--out", str(tmp_path / "m"), "--max-steps", "3",
-         *CLI_TINY[:-1], "--threads", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "final val loss" in result.stdout
-    assert "step 3: train loss" in result.stdout + result.stderr
 
 
 def test_repeat_passages_repeats_a_prefix_of_the_window_in_the_chosen_rows() -> None:
@@ -343,10 +275,221 @@ def test_repeat_fraction_is_validated_and_keeps_runs_reproducible(corpus) -> Non
     assert runs[0] == runs[1]
 
 
-def test_cli_position_overrides_the_preset(tmp_path, capsys) -> None:
-    main(["--out", str(tmp_path / "rot"), "--max-steps", "2", *CLI_TINY, "--position", "rotary"])
-    model, _, _ = load_checkpoint(tmp_path / "rot")
-    assert model.config.position == "rotary" and model.pos_emb is None
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path / "bad"), "--max-steps", "2", *CLI_TINY, "--position", "wavy"])
-    assert "position='wavy' is unknown" in capsys.readouterr().err
+# ---------------------------------------------------------------------- settings of a run
+@pytest.mark.parametrize(("max_steps", "warmup"), [(5, 0), (40, 4), (999, 99), (5000, 100)])
+def test_default_warmup_is_a_tenth_of_the_run_capped_at_100(max_steps, warmup) -> None:
+    assert TrainConfig(max_steps=max_steps).warmup_steps == warmup
+    with pytest.raises(ValueError, match="warmup_steps=100 must be between 0 and max_steps=40"):
+        TrainConfig(max_steps=40, warmup_steps=100)  # an explicit one is never changed
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"dtype": "float8"}, "dtype='float8' is unknown"), ({"grad_accum_steps": 0}, "grad_accum"),
+     ({"track": ("nonsense",)}, "unknown tracker")],
+)  # fmt: skip
+def test_new_settings_are_validated(settings, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)
+
+
+def test_gradient_accumulation_gives_the_losses_of_one_big_batch(corpus) -> None:
+    tokenizer, train_ids, val_ids = corpus
+    runs = {}
+    for batch, accum in ((8, 1), (2, 4)):
+        model = tiny_model(tokenizer.vocab_size)
+        config = tiny_config(max_steps=4, batch_size=batch, grad_accum_steps=accum)
+        runs[batch] = (train(model, train_ids, val_ids, config, progress=False), weights(model))
+    for batch in (2,):
+        assert runs[batch][0].train_loss == pytest.approx(runs[8][0].train_loss, rel=1e-5)
+        assert runs[batch][0].val_loss == pytest.approx(runs[8][0].val_loss, rel=1e-5)
+        for name, value in runs[8][1].items():
+            torch.testing.assert_close(runs[batch][1][name], value, rtol=1e-4, atol=1e-5)
+
+
+class MaskedPairs:
+    """A BatchSource like SFT's: the first half of every window is a prompt, left out of the loss."""
+
+    def __init__(self, tokens: torch.Tensor) -> None:
+        self.tokens = tokens
+
+    def get_batch(self, batch_size, block_size, generator, device="cpu"):
+        starts = torch.randint(len(self.tokens) - block_size, (batch_size,), generator=generator)
+        window = torch.stack([self.tokens[s : s + block_size + 1] for s in starts.tolist()])
+        x, y = window[:, :-1].clone(), window[:, 1:].clone()
+        prompt = torch.randint(1, block_size, (batch_size,), generator=generator)
+        y[torch.arange(block_size)[None, :] < prompt[:, None]] = -1
+        return x.to(device), y.to(device)
+
+
+def test_a_batch_source_with_masked_targets_trains_and_splits_exactly(corpus) -> None:
+    tokenizer, train_ids, val_ids = corpus
+    source, val = MaskedPairs(train_ids), MaskedPairs(val_ids)
+    runs = []
+    for batch, accum in ((8, 1), (2, 4)):  # prompts of random length: micro-batches differ
+        model = tiny_model(tokenizer.vocab_size)
+        config = tiny_config(max_steps=5, batch_size=batch, grad_accum_steps=accum)
+        runs.append(train(model, source, val, config, progress=False))
+    assert runs[0].train_loss == pytest.approx(runs[1].train_loss, rel=1e-5)
+    # The loss is the mean over the targets that count, as one forward pass computes it.
+    model = tiny_model(tokenizer.vocab_size)
+    x, y = source.get_batch(8, 16, torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.cross_entropy(
+        model(x).logits.reshape(-1, tokenizer.vocab_size), y.reshape(-1), ignore_index=-1
+    )
+    assert evaluate(model, source, 8, 16, n_batches=1, seed=0) == pytest.approx(
+        float(expected.detach())
+    )
+
+
+def test_a_memory_mapped_token_array_trains_like_the_tensor(corpus, tmp_path) -> None:
+    import numpy as np
+
+    tokenizer, train_ids, val_ids = corpus
+    path = tmp_path / "ids.bin"
+    train_ids.numpy().astype(np.uint16).tofile(path)
+    mapped = np.memmap(path, dtype=np.uint16, mode="r")
+    config = tiny_config(max_steps=4)
+    a = train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, config, progress=False)
+    b = train(tiny_model(tokenizer.vocab_size), mapped, val_ids, config, progress=False)
+    assert a.train_loss == b.train_loss
+
+
+def test_something_that_is_no_batch_source_is_refused(corpus) -> None:
+    tokenizer, _, val_ids = corpus
+    with pytest.raises(TypeError, match="get_batch"):
+        train(tiny_model(tokenizer.vocab_size), [1, 2, 3], val_ids, tiny_config(), progress=False)
+
+
+# ---------------------------------------------------------------------- tracked metrics
+def test_tracked_metrics_follow_the_evaluations_without_disturbing_training(
+    corpus, tmp_path, monkeypatch
+) -> None:
+    calls = []
+
+    def noisy_probe(model) -> dict[str, float]:
+        calls.append(model.training)
+        torch.rand(1000)  # a tracker that draws random numbers must not change the run
+        return {"score": float(len(calls)), "norm": float(model.lm_head.weight.norm())}
+
+    monkeypatch.setitem(train_module.TRACKERS, "probe", noisy_probe)
+    tokenizer, train_ids, val_ids = corpus
+    settings = dict(max_steps=4, warmup_steps=0, eval_interval=2, checkpoint_interval=2)
+    plain = train(tiny_model(tokenizer.vocab_size, dropout=0.2), train_ids, val_ids,
+                  tiny_config(**settings), progress=False)  # fmt: skip
+    tracked_config = tiny_config(**settings, track=("probe",))
+    tracked = train(tiny_model(tokenizer.vocab_size, dropout=0.2), train_ids, val_ids,
+                    tracked_config, progress=False)  # fmt: skip
+    assert tracked.train_loss == plain.train_loss
+    assert tracked.tracked["probe/score"] == [1.0, 2.0] and len(tracked.eval_steps) == 2
+    assert calls == [False, False]  # measured in eval mode
+    # and a resumed run records the same metrics at the same steps
+    _interrupt_at_step(monkeypatch, 3)
+    train(tiny_model(tokenizer.vocab_size, dropout=0.2), train_ids, val_ids, tracked_config,
+          tmp_path / "run", progress=False)  # fmt: skip
+    monkeypatch.setattr(train_module, "lr_at", lr_at)
+    resumed = train(tiny_model(tokenizer.vocab_size, dropout=0.2), train_ids, val_ids,
+                    tracked_config, tmp_path / "run", resume=True, progress=False)  # fmt: skip
+    assert resumed.train_loss == plain.train_loss
+    assert resumed.tracked["probe/norm"] == pytest.approx(tracked.tracked["probe/norm"])
+
+
+def test_induction_is_a_registered_tracker() -> None:
+    assert "induction" in train_module.TRACKERS
+    assert TrainConfig(track=["induction", "induction"]).track == ("induction",)
+
+
+# ---------------------------------------------------------------------- faults
+def test_sigterm_is_handled_like_ctrl_c(corpus, tmp_path, monkeypatch) -> None:
+    tokenizer, train_ids, val_ids = corpus
+    config = tiny_config(max_steps=4, warmup_steps=0, eval_interval=2, checkpoint_interval=2)
+    straight = tiny_model(tokenizer.vocab_size)
+    train(straight, train_ids, val_ids, config, progress=False)
+    _interrupt_at_step(monkeypatch, 3, signal.SIGTERM)  # what a scheduler or docker stop sends
+    stopped = train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, config, tmp_path / "r",
+                    progress=False)  # fmt: skip
+    monkeypatch.undo()
+    assert stopped.steps[-1] == 3
+    assert json.loads((tmp_path / "r" / "checkpoint.json").read_text())["step"] == 3
+    resumed = tiny_model(tokenizer.vocab_size)
+    train(resumed, train_ids, val_ids, config, tmp_path / "r", resume=True, progress=False)
+    for name, value in weights(straight).items():
+        assert torch.equal(resumed.state_dict()[name], value)
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path) -> None:
+    tokenizer, train_ids, val_ids = corpus
+    config = tiny_config(max_steps=30, lr=1e6, warmup_steps=0, grad_clip=None, eval_interval=1,
+                         checkpoint_interval=1)  # fmt: skip
+    with pytest.raises(train_module.DivergedError, match="stopped being finite") as info:
+        train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, config, tmp_path / "run",
+              progress=False)  # fmt: skip
+    last = info.value.history.steps[-1] if info.value.history.steps else 0
+    saved = json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"]
+    assert saved == last < 30
+    assert f"the checkpoint of step {saved}" in str(info.value)
+    model, _, _ = load_checkpoint(tmp_path / "run")
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_a_second_run_on_the_same_folder_stops_at_once(corpus, tmp_path) -> None:
+    from gptlib.checkpoint import FolderLock
+
+    tokenizer, train_ids, val_ids = corpus
+    with FolderLock(tmp_path / "run"):
+        with pytest.raises(RuntimeError, match="in use by another training run"):
+            train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(),
+                  tmp_path / "run", progress=False)  # fmt: skip
+    assert not (tmp_path / "run" / "checkpoint.json").exists()
+    train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(max_steps=2, warmup_steps=0),
+          tmp_path / "run", progress=False)  # fmt: skip
+    assert {p.name for p in (tmp_path / "run").iterdir()} == CHECKPOINT_FILES - {"tokenizer.json"}
+
+
+def test_an_unwritable_output_folder_fails_before_the_first_step(corpus, tmp_path, monkeypatch):
+    tokenizer, train_ids, val_ids = corpus
+    monkeypatch.setattr(train_module, "lr_at", lambda *a: pytest.fail("a step was taken"))
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(PermissionError, match="cannot write to the output folder"):
+        train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(),
+              tmp_path / "file" / "run", progress=False)  # fmt: skip
+    if os.geteuid() != 0:  # root writes into read-only folders anyway
+        (tmp_path / "ro").mkdir(mode=0o555)
+        with pytest.raises(PermissionError, match="cannot write to the output folder"):
+            train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(),
+                  tmp_path / "ro", progress=False)  # fmt: skip
+
+
+def test_resuming_under_other_conditions_warns(corpus, tmp_path) -> None:
+    tokenizer, train_ids, val_ids = corpus
+    threads = torch.get_num_threads()
+    train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(max_steps=10),
+          tmp_path / "run", progress=False)  # fmt: skip
+    manifest = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert manifest["environment"]["threads"] == threads
+    assert manifest["environment"]["torch"] == torch.__version__
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.warns(
+            RuntimeWarning, match=f"threads: checkpoint {threads}, now {threads + 1}"
+        ):
+            train(tiny_model(tokenizer.vocab_size), train_ids, val_ids,
+                  tiny_config(max_steps=12), tmp_path / "run", resume=True, progress=False)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_load_checkpoint_refuses_a_tokenizer_that_is_not_the_models(corpus, tmp_path) -> None:
+    tokenizer, train_ids, val_ids = corpus
+    train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(max_steps=2, warmup_steps=0),
+          tmp_path / "run", progress=False, tokenizer=tokenizer)  # fmt: skip
+    other = CharTokenizer.from_text("abc")
+    other.save(tmp_path / "run" / "tokenizer.json")
+    with pytest.raises(ValueError, match="tokenizer.json is not the file this checkpoint was"):
+        load_checkpoint(tmp_path / "run")
+    (tmp_path / "run" / "checkpoint.json").unlink()  # a checkpoint older than manifests
+    with pytest.raises(ValueError, match="has 3 ids but the model's vocab_size is 46"):
+        load_checkpoint(tmp_path / "run")
+    with pytest.raises(ValueError, match="the tokenizer has 47 ids but the model's vocab_size"):
+        train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(max_steps=2, warmup_steps=0),
+              progress=False, tokenizer=CharTokenizer.from_text("".join(tokenizer.chars) + "é"))  # fmt: skip
