@@ -7,6 +7,7 @@ nbclient (behind `jupyter nbconvert --execute`) writes into each code cell's met
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -177,3 +178,12 @@ def format_seconds(seconds: float | None) -> str:
         return f"{max(whole, 1)} s"
     minutes, rest = divmod(whole, 60)
     return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def notebook_arguments(parser: argparse.ArgumentParser, given: list[Path]) -> list[Path]:
+    """The notebooks a command was given, or every chapter; exits with a message if one is missing."""
+    paths = given or sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+    missing = [str(path) for path in paths if not Path(path).is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    return paths

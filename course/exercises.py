@@ -78,6 +78,22 @@ def check_calls(source: str) -> list[str]:
     return [name for statement in tree.body if (name := _called_check(statement))]
 
 
+def check_definitions(nb: nbformat.NotebookNode) -> dict[str, ast.FunctionDef]:
+    """Every top-level `def check...(...)` in the notebook's code cells, by name."""
+    definitions = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("check"):
+                definitions[node.name] = node
+    return definitions
+
+
 def _called_check(statement: ast.stmt) -> str | None:
     if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         function = statement.value.func
@@ -180,7 +196,8 @@ def _ends_with_check(source: str) -> bool:
     return bool(body) and _called_check(body[-1]) is not None
 
 
-def _stdout(cell: nbformat.NotebookNode) -> str:
+def cell_stdout(cell: nbformat.NotebookNode) -> str:
+    """What a code cell printed to stdout, as stored in its outputs."""
     return "".join(
         output.get("text", "")
         for output in cell.get("outputs", [])
@@ -208,7 +225,7 @@ def _solution_problems(nb: nbformat.NotebookNode, exercise: Exercise) -> list[st
             f"solution cell {exercise.graded_cell} does not end with its check call "
             f"{exercise.check_name}(...): move the lines after it above it"
         )
-    printed = _stdout(graded)
+    printed = cell_stdout(graded)
     if exercise.solution_cells and not CORRECT_LINE.search(printed):
         first = printed.strip().splitlines()[0] if printed.strip() else "nothing"
         problems.append(
@@ -242,7 +259,7 @@ def conformance_problems(nb: nbformat.NotebookNode) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """List where each chapter's exercises depart from the convention; 1 if any do."""
-    from .chapters import NOTEBOOKS_DIR
+    from .chapters import notebook_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m course.exercises",
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     args = parser.parse_args(argv)
-    paths = args.notebooks or sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+    paths = notebook_arguments(parser, args.notebooks)
     departures = 0
     for path in paths:
         nb = nbformat.read(path, as_version=4)

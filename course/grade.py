@@ -33,7 +33,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from .chapters import NOTEBOOKS_DIR
-from .exercises import find_exercises
+from .exercises import cell_stdout, check_definitions, find_exercises
 
 TIMEOUT_ERROR = "CellTimeoutError"
 NOT_YET_LINE = re.compile(r"\bnot yet\b", re.IGNORECASE)
@@ -98,14 +98,6 @@ def graded_cells(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
     ]
 
 
-def _stdout(cell: nbformat.NotebookNode) -> str:
-    return "".join(
-        output.get("text", "")
-        for output in cell.get("outputs", [])
-        if output.get("output_type") == "stream" and output.get("name") == "stdout"
-    )
-
-
 def classify(reply: dict | None, stdout: str, timeout: float, not_run: str) -> tuple[str, str]:
     """Outcome and detail of one graded cell from its execute reply and its printed output."""
     if reply is None:
@@ -123,26 +115,11 @@ def classify(reply: dict | None, stdout: str, timeout: float, not_run: str) -> t
     return "error", f"{name}: {value}" if value else name
 
 
-def _check_sources(nb: nbformat.NotebookNode) -> dict[str, str]:
-    sources = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("check"):
-                sources[node.name] = ast.dump(node)
-    return sources
-
-
 def edited_checks(nb: nbformat.NotebookNode, book_chapter: Path) -> list[str]:
     """Names of the checks whose code differs from (or is missing in) the book's chapter."""
-    book = _check_sources(nbformat.read(book_chapter, as_version=4))
-    student = _check_sources(nb)
-    return sorted(name for name in book if student.get(name) != book[name])
+    book = check_definitions(nbformat.read(book_chapter, as_version=4))
+    student = {name: ast.dump(node) for name, node in check_definitions(nb).items()}
+    return sorted(name for name in book if student.get(name) != ast.dump(book[name]))
 
 
 def grade_notebook(
@@ -211,7 +188,9 @@ def grade_notebook(
         report.notes.append(not_run)
     report.seconds = time.perf_counter() - start
     for index, label in targets:
-        outcome, detail = classify(replies.get(index), _stdout(nb.cells[index]), timeout, not_run)
+        outcome, detail = classify(
+            replies.get(index), cell_stdout(nb.cells[index]), timeout, not_run
+        )
         report.results.append(ExerciseResult(label, outcome, detail))
     report.results.extend(
         ExerciseResult(label, "error", "its cell is missing (deleted?)") for label in missing

@@ -158,7 +158,8 @@ def build_site(
     if status != 0:
         raise RuntimeError(f"Sphinx could not build the site (exit status {status})")
     if slides:
-        build_slides([chapter.path for chapter in chapters], out / "slides")
+        paths = [chapter.path for chapter in chapters]
+        build_slides(paths, out / "slides", mathjax="../_static/mathjax")
     return out / "index.html"
 
 

@@ -28,7 +28,7 @@ import nbformat
 from nbconvert import SlidesExporter
 
 from .assets import MATHJAX_CONFIG, MATHJAX_FONTS, copy_mathjax, copy_reveal
-from .chapters import NOTEBOOKS_DIR, REPO_ROOT
+from .chapters import REPO_ROOT, notebook_arguments
 from .exercises import is_hidden
 
 DEFAULT_OUT = REPO_ROOT / "build" / "slides"
@@ -89,19 +89,24 @@ def slides_exporter() -> SlidesExporter:
     )
 
 
-def build_slides(paths: list[Path], out: Path = DEFAULT_OUT) -> list[Path]:
-    """Write `NAME.slides.html` for every notebook into `out`, with reveal.js and MathJax."""
+def build_slides(paths: list[Path], out: Path = DEFAULT_OUT, mathjax: str = "") -> list[Path]:
+    """Write `NAME.slides.html` for every notebook into `out`, with reveal.js and MathJax.
+
+    `mathjax` is the relative URL of a MathJax copy the slides can share (the site passes its
+    own); empty copies MathJax into `out/mathjax`.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     copy_reveal(out / "reveal.js")
-    copy_mathjax(out / "mathjax")
+    if not mathjax:
+        copy_mathjax(out / "mathjax")
     exporter = slides_exporter()
     written = []
     for path in paths:
         nb = with_slide_marks(nbformat.read(path, as_version=4))
         resources = {
             "metadata": {"name": Path(path).stem},
-            "mathjax_config": MATHJAX_CONFIG,
+            "course_mathjax_url": f"{mathjax or 'mathjax'}/MathJax.js?config={MATHJAX_CONFIG}",
             "mathjax_fonts": MATHJAX_FONTS,
         }
         body, _ = exporter.from_notebook_node(nb, resources=resources)
@@ -143,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--mark changes notebooks in place: name them, e.g. notebooks/04_attention.ipynb"
         )
-    paths = args.notebooks or sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-    missing = [str(path) for path in paths if not Path(path).is_file()]
-    if missing:
-        parser.error(f"no such notebook: {', '.join(missing)}")
+    paths = notebook_arguments(parser, args.notebooks)
     if args.mark:
         for path in paths:
             count = mark_in_place(path)

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import nbformat
 
-from .chapters import NOTEBOOKS_DIR, REPO_ROOT
+from .chapters import REPO_ROOT, notebook_arguments
 from .exercises import (
     CHECK_CALL_LINE,
     Exercise,
     _called_check,
+    check_definitions,
     conformance_problems,
     exercises_start,
     find_exercises,
@@ -40,19 +41,10 @@ DEFAULT_OUT = REPO_ROOT / "student"
 
 def check_parameters(nb: nbformat.NotebookNode) -> dict[str, list[str]]:
     """Parameter names of every top-level `check...` function defined in the chapter."""
-    parameters: dict[str, list[str]] = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("check"):
-                arguments = node.args.posonlyargs + node.args.args
-                parameters[node.name] = [argument.arg for argument in arguments]
-    return parameters
+    return {
+        name: [argument.arg for argument in node.args.posonlyargs + node.args.args]
+        for name, node in check_definitions(nb).items()
+    }
 
 
 def _raise(message: str) -> ast.Raise:
@@ -213,10 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: student/")
     args = parser.parse_args(argv)
-    paths = args.notebooks or sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-    missing = [str(path) for path in paths if not Path(path).is_file()]
-    if missing:
-        parser.error(f"no such notebook: {', '.join(missing)}")
+    paths = notebook_arguments(parser, args.notebooks)
     try:
         write_student_edition(paths, args.out)
     except ValueError as error:

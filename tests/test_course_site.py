@@ -245,3 +245,15 @@ def test_slides_open_from_disk_with_maths_and_views(site, browser_page) -> None:
         page.close()
     assert browser_page.blocked == []
     assert _unexpected(browser_page.console_errors) == []
+
+
+def test_slides_built_on_their_own_carry_their_libraries(tmp_path) -> None:
+    from course.slides import build_slides
+
+    (slides,) = build_slides([CHAPTERS[0].path], tmp_path)
+    soup = _soup(slides)
+    sources = [script["src"] for script in soup.find_all("script", src=True)]
+    sources += [link["href"] for link in soup.find_all("link", rel="stylesheet")]
+    assert sources, "the slides load no library at all"
+    for source in sources:
+        assert (tmp_path / source.split("?")[0]).is_file(), f"{source} is not next to the slides"
