@@ -306,3 +306,9 @@ def test_headings_decide_the_slides_and_a_teachers_marks_win(tmp_path) -> None:
     marked = nbformat.read(tmp_path / "x.ipynb", as_version=4)
     assert [c.source for c in marked.cells] == [c.source for c in cells]
     assert mark_in_place(tmp_path / "x.ipynb") == 0, "marks must not be overwritten"
+
+
+def test_a_file_that_is_not_a_notebook_is_reported(tmp_path, capsys) -> None:
+    (tmp_path / "broken.ipynb").write_text("{ not json", encoding="utf-8")
+    assert grade_main([str(tmp_path / "broken.ipynb")]) == 0
+    assert "is not a readable Jupyter notebook" in capsys.readouterr().out
