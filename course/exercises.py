@@ -1,6 +1,6 @@
 """Find a chapter's exercises, and say where they depart from the book's exercise convention.
 
-The convention (the lead's EXERCISES.md, summarised in the instructor guide): after the last
+The convention (written out in the instructor guide, course/instructor_guide.md): after the last
 `## ... Exercises` heading, each exercise is a markdown statement starting
 `**Exercise N (short title).**`; a code exercise has a visible cell defining
 `check_<name>(answer)` and a solution cell hidden by default (metadata
