@@ -65,15 +65,31 @@ def _stored_outputs(chapter) -> list:
 
 
 def _script_views(chapter) -> list[str]:
-    """The element ids of the stored HTML outputs that carry their own <script>."""
-    ids = []
+    """A CSS selector for each stored HTML output that carries its own <script> (a view).
+
+    The selector names the output's first element by its id, or else by its tag, classes
+    and data-* attributes, so it finds the view with or without JavaScript.
+    """
+    selectors = []
     for output in _stored_outputs(chapter):
         html = output.get("data", {}).get("text/html", "")
         html = "".join(html) if isinstance(html, list) else html
-        match = re.search(r'\bid="([^"]+)"', html) if "<script" in html else None
-        if match:
-            ids.append(match.group(1))
-    return ids
+        if "<script" not in html:
+            continue
+        root = next(
+            tag
+            for tag in BeautifulSoup(html, "html.parser").find_all(True)
+            if tag.name not in ("style", "script")
+        )
+        if root.get("id"):
+            selectors.append(f"#{root['id']}")
+            continue
+        classes = "".join(f".{name}" for name in root.get("class", []))
+        data = "".join(
+            f'[{key}="{value}"]' for key, value in root.attrs.items() if key.startswith("data-")
+        )
+        selectors.append(f"{root.name}{classes}{data}")
+    return selectors
 
 
 def _remote(url: str) -> bool:
@@ -129,9 +145,9 @@ def test_a_chapter_page_shows_run_time_objectives_plots_and_views(site, chapter)
     plots = {"image/png", "image/jpeg", "image/svg+xml"}
     images = [o for o in _stored_outputs(chapter) if plots & set(o.get("data", {}))]
     assert len(page.select("article img")) >= len(images), "a stored plot is missing"
-    for view_id in _script_views(chapter):
-        view = page.find(id=view_id)
-        assert view is not None and view.find("script"), f"view {view_id} lost its inline script"
+    for selector in _script_views(chapter):
+        view = page.select_one(selector)
+        assert view is not None and view.find("script"), f"view {selector} lost its inline script"
     slides = site / "slides" / f"{chapter.name}.slides.html"
     assert slides.is_file() and page.find("a", href=f"slides/{chapter.name}.slides.html")
 
@@ -202,11 +218,11 @@ def test_plots_and_the_attention_views_work_offline(site, browser_page, chromium
             assert sizes and all(width > 0 for width in sizes), f"{path.name}: a plot did not load"
             frozen = static.new_page()
             frozen.goto(path.resolve().as_uri())
-            for view_id in _script_views(chapter):
-                view = page.locator(f"#{view_id}")
-                assert view.is_visible(), f"{path.name}: view {view_id} is not shown"
-                live, still = view.inner_html(), frozen.locator(f"#{view_id}").inner_html()
-                assert live != still, f"{path.name}: the script of view {view_id} did not run"
+            for selector in _script_views(chapter):
+                view = page.locator(selector).first
+                assert view.is_visible(), f"{path.name}: view {selector} is not shown"
+                live, still = view.inner_html(), frozen.locator(selector).first.inner_html()
+                assert live != still, f"{path.name}: the script of view {selector} did not run"
             page.close()
             frozen.close()
     finally:
@@ -240,8 +256,8 @@ def test_slides_open_from_disk_with_maths_and_views(site, browser_page) -> None:
         if has_maths:
             _wait_for_maths(page)
             assert page.locator(".MathJax").count() > 0, f"{slides.name}: no maths rendered"
-        for view_id in views:
-            assert page.locator(f"#{view_id} script").count() > 0
+        for selector in views:
+            assert page.locator(f"{selector} script").count() > 0, f"{slides.name}: {selector}"
         page.close()
     assert browser_page.blocked == []
     assert _unexpected(browser_page.console_errors) == []
