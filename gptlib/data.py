@@ -144,13 +144,21 @@ def make_stories(n_stories: int = 2000, seed: int = 0) -> str:
     return "\n\n".join(rng.choice(_STORY_KINDS)(rng) for _ in range(n_stories)) + "\n"
 
 
+def _code_tasks() -> str:
+    from .code_tasks import training_text  # the Codex chapter's problems (gptlib.code_tasks)
+
+    return training_text()
+
+
 CORPORA: dict[str, str] = {
+    "code-tasks": "small Python functions in HumanEval's format from gptlib.code_tasks' grammar",
     "python-docs": "the Python language reference as English prose (pydoc_data.topics)",
     "python-stdlib": "the source code of the Python standard library's top-level .py files",
     "stories": "short stories from gptlib's own seeded grammar (make_stories)",
 }
 
 _LOADERS: dict[str, Callable[[], str]] = {
+    "code-tasks": _code_tasks,
     "python-docs": _python_docs,
     "python-stdlib": _python_stdlib,
     "stories": make_stories,
