@@ -135,7 +135,7 @@ def _text(focus: str = "") -> Callable[[random.Random], Args]:
 
 
 def _list_specs() -> Iterator[_Spec]:
-    sig = ("numbers: list[int]", _numbers)
+    sig = "numbers: list[int]"
     aggregates = [
         ("sum", "Return the sum of the numbers in numbers that are {p}.",
          "    return sum(x for x in numbers if {e})\n"),
@@ -158,28 +158,28 @@ def _list_specs() -> Iterator[_Spec]:
     for agg, doc, body in aggregates:
         for phrase, expr, frag in PREDICATES:
             family = "filter_aggregate" if agg not in ("first", "index_of_first") else "search"
-            yield _Spec(family, f"{family}/{agg}", f"{agg}_{frag}", *sig[:1], "int",
-                        doc.format(p=phrase), body.format(e=expr), sig[1])  # fmt: skip
+            yield _Spec(family, f"{family}/{agg}", f"{agg}_{frag}", sig, "int",
+                        doc.format(p=phrase), body.format(e=expr), _numbers)  # fmt: skip
     for phrase, expr, frag in PREDICATES:
-        yield _Spec("filter_list", "filter_list", f"keep_{frag}", sig[0], "list[int]",
+        yield _Spec("filter_list", "filter_list", f"keep_{frag}", sig, "list[int]",
                     f"Return the numbers in numbers that are {phrase}, in their original order.",
-                    f"    return [x for x in numbers if {expr}]\n", sig[1])  # fmt: skip
+                    f"    return [x for x in numbers if {expr}]\n", _numbers)  # fmt: skip
     for t_phrase, t_expr, t_frag in TRANSFORMS:
-        yield _Spec("map_list", "map_list", f"each_{t_frag}", sig[0], "list[int]",
+        yield _Spec("map_list", "map_list", f"each_{t_frag}", sig, "list[int]",
                     f"Return a list of the numbers in numbers, each {t_phrase}.",
-                    f"    return [{t_expr} for x in numbers]\n", sig[1])  # fmt: skip
+                    f"    return [{t_expr} for x in numbers]\n", _numbers)  # fmt: skip
         for agg, word in (("sum", "sum"), ("max", "largest"), ("min", "smallest")):
             default = ", default=0" if agg != "sum" else ""
             inner = f"({t_expr} for x in numbers){default}" if default else (
                 f"{t_expr} for x in numbers")  # fmt: skip
-            yield _Spec("map_aggregate", f"map_aggregate/{agg}", f"{agg}_of_{t_frag}", sig[0],
+            yield _Spec("map_aggregate", f"map_aggregate/{agg}", f"{agg}_of_{t_frag}", sig,
                         "int", f"Return the {word} of the numbers in numbers, each {t_phrase} "
                         "first" + (", or 0 if numbers is empty." if default else "."),
-                        f"    return {agg}({inner})\n", sig[1])  # fmt: skip
+                        f"    return {agg}({inner})\n", _numbers)  # fmt: skip
         for phrase, expr, frag in PREDICATES:
-            yield _Spec("filter_map", "filter_map", f"{t_frag}_{frag}", sig[0], "list[int]",
+            yield _Spec("filter_map", "filter_map", f"{t_frag}_{frag}", sig, "list[int]",
                         f"Return the numbers in numbers that are {phrase}, each {t_phrase}.",
-                        f"    return [{t_expr} for x in numbers if {expr}]\n", sig[1])  # fmt: skip
+                        f"    return [{t_expr} for x in numbers if {expr}]\n", _numbers)  # fmt: skip
 
 
 def _integer_specs() -> Iterator[_Spec]:

@@ -17,6 +17,9 @@ The third corpus, ``"stories"``, is generated here from a small hand-written gra
 fixed seed, so it is identical on every machine and every Python version. Its sentences
 repeat names and objects within a story, which gives a small model something to copy: the
 material for the induction-head experiments in notebooks/15_attention_maps.ipynb.
+
+``"code-tasks"`` is generated too: the training problems of `gptlib.code_tasks` (small Python
+functions with HumanEval-style docstrings), the Codex chapter's code model's training text.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ Python starts once per worker; each job costs one ``fork``. The child:
    the worker deletes afterwards, with an empty environment (HOME and TMPDIR point there);
 4. gets resource limits (`resource`): CPU seconds, address space, file size, open files, no
    core dumps, and no new processes or threads (RLIMIT_NPROC 0);
-5. on Linux with Landlock (5.13+): may write, create and delete only inside its folder and read
-   only the Python standard library; with Landlock ABI 4 (Linux 6.7+) no TCP bind or connect;
-   with ABI 6 (6.12+) no signals to processes outside the sandbox. Landlock needs no privileges;
+5. on Linux with Landlock (5.13+, Salaün 2021): may write, create and delete only inside its
+   folder and read only the Python standard library; with Landlock ABI 4 (Linux 6.7+) no TCP
+   bind or connect; with ABI 6 (6.12+) no signals to processes outside the sandbox. Landlock
+   needs no privileges;
 6. when the worker runs as root, drops to the user ``nobody`` (root ignores RLIMIT_NPROC and
    file permissions); the worker itself then runs in a new network namespace without any
    network device, so no program it forks can reach a network;
