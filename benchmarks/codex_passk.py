@@ -71,11 +71,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--split", choices=["eval", "train"], default="eval")
+    parser.add_argument("--problems", type=int, help="only the first N problems (a quick look)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer, history = load_checkpoint(args.checkpoint)
     train, held_out = make_tasks(0)
     tasks = held_out if args.split == "eval" else train[: len(held_out)]
+    tasks = tasks[: args.problems]
     print(f"{args.checkpoint}: {model.num_params():,} parameters, {tokenizer!r}")
     print(f"{len(tasks)} {args.split} problems, n={args.n} samples each, top_p={args.top_p}\n")
     ks = [k for k in (1, 10, 100) if k <= args.n]

@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from gptlib.code_tasks import CodeTask, make_tasks, training_text
+from gptlib.code_grammar import HELD_OUT_FAMILIES
+from gptlib.code_tasks import EVAL_PER_FAMILY, CodeTask, make_tasks, training_text
 from gptlib.data import CORPORA, load_corpus
 from gptlib.sandbox import Sandbox
 
@@ -26,8 +27,21 @@ def test_sizes_and_families() -> None:
     assert 30 <= len(EVAL) <= 60
     families = Counter(task.family for task in TRAIN)
     assert len(families) >= 10
-    assert {task.family for task in EVAL} == set(families)
-    assert min(families.values()) >= 10  # every held-out family is taught by training problems
+    assert min(families.values()) >= 10  # every trained family is taught by many problems
+    held = Counter(task.family for task in EVAL)
+    assert set(held) == set(families) | set(HELD_OUT_FAMILIES)
+    assert not set(families) & set(HELD_OUT_FAMILIES)  # the chains are never trained on
+    assert all(held[family] == EVAL_PER_FAMILY for family in families)
+
+
+def test_chained_problems_chain_three_parts_that_training_chains_two_at_a_time() -> None:
+    chains = [task for task in EVAL if task.family == "chain_arithmetic"]
+    assert chains and all(task.solution.count("\n") == 3 for task in chains)  # n = ..; n = ..
+    assert max(task.solution.count("\n") for task in TRAIN if task.family == "arithmetic") == 2
+    combined = [task for task in EVAL if task.family == "filter_map_aggregate"]
+    assert combined and all(" for x in numbers if " in task.solution for task in combined)
+    assert all(task.solution.lstrip().startswith(("return sum(", "return max(", "return min("))
+               for task in combined)  # fmt: skip
 
 
 def test_the_same_seed_makes_the_same_problems_and_another_seed_others() -> None:
