@@ -265,9 +265,13 @@ def run_job(job: dict, features: dict) -> dict:
                     reply["results"] += chunk
                     if len(reply["results"]) > cap:
                         reply["cut"] = f"its results took more than {cap:,} bytes"
+    reaped = None
     while not reply["timed_out"] and not reply["cut"]:  # pipes closed: wait for the exit
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            break  # exited; WNOWAIT leaves it a zombie, so its process group id stays reserved
+        if hasattr(os, "waitid"):  # WNOWAIT leaves a zombie: its process group id stays reserved
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                break
+        elif (reaped := os.wait4(pid, os.WNOHANG))[0]:  # macOS has no waitid
+            break
         if time.monotonic() >= deadline:
             reply["timed_out"] = True
             break
@@ -276,7 +280,7 @@ def run_job(job: dict, features: dict) -> dict:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    _, status, usage = os.wait4(pid, 0)
+    _, status, usage = reaped if reaped and reaped[0] else os.wait4(pid, 0)
     for fd in limits:
         os.close(fd)
     _remove(folder)

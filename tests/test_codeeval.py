@@ -335,3 +335,19 @@ def test_the_caller_process_is_untouched(sandbox: Sandbox) -> None:
     pid, cwd = os.getpid(), os.getcwd()
     run(sandbox, "import os\nos.chdir('/')\ndef f(x):\n    return 0\n")
     assert (os.getpid(), os.getcwd()) == (pid, cwd)
+
+
+def test_the_worker_also_waits_without_waitid(monkeypatch) -> None:
+    # macOS has no os.waitid; the worker then polls wait4. Exercise that path here.
+    from gptlib import sandbox_worker
+
+    monkeypatch.delattr(os, "waitid")
+    features = {"landlock_abi": 0, "readable": [], "network_namespace": False}
+    job = {"program": "def f(x):\n    return 2 * x\n", "entry_point": "f", "args": ["(2,)"],
+           "timeout": 5.0, "cpu_seconds": 5, "memory_bytes": 2**28, "file_bytes": 10**6,
+           "output_bytes": 10**5, "result_bytes": 10**5}  # fmt: skip
+    reply = sandbox_worker.run_job(job, features)
+    assert judge(reply, [TestCase((2,), 4)], "f", job).passed
+    hang = HOGS["closes its pipes, then sleeps"][0]  # pipes at end of file, process alive
+    reply = sandbox_worker.run_job({**job, "program": hang, "timeout": 0.5}, features)
+    assert judge(reply, [TestCase((2,), 4)], "f", job).status == "timed out"
