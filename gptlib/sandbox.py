@@ -113,6 +113,7 @@ class Sandbox:
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._idle.put(self._start_worker())
         self.features: dict = dict(self._all[0].features)
 
@@ -147,6 +148,10 @@ class Sandbox:
         Taught in the Codex chapter. ``program`` is the whole source (prompt + completion);
         the function named ``entry_point`` is called with each test's arguments.
         """
+        if self._closed:
+            raise RuntimeError(
+                "this Sandbox is closed; make a new one (with Sandbox() as box: ...)"
+            )
         jobs = list(jobs)
         keys, todo = [], {}
         for program, entry_point, tests in jobs:
@@ -170,6 +175,7 @@ class Sandbox:
     def close(self) -> None:
         """Stop every worker process."""
         with self._lock:
+            self._closed = True
             for worker in self._all:
                 worker.close()
             self._all.clear()
