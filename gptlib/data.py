@@ -154,17 +154,17 @@ def _code_tasks() -> str:
 
 
 CORPORA: dict[str, str] = {
-    "code-tasks": "small Python functions in HumanEval's format from gptlib.code_tasks' grammar",
     "python-docs": "the Python language reference as English prose (pydoc_data.topics)",
     "python-stdlib": "the source code of the Python standard library's top-level .py files",
     "stories": "short stories from gptlib's own seeded grammar (make_stories)",
+    "code-tasks": "small Python functions in HumanEval's format from gptlib.code_tasks' grammar",
 }
 
 _LOADERS: dict[str, Callable[[], str]] = {
-    "code-tasks": _code_tasks,
     "python-docs": _python_docs,
     "python-stdlib": _python_stdlib,
     "stories": make_stories,
+    "code-tasks": _code_tasks,
 }
 
 

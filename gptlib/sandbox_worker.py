@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -122,7 +123,9 @@ def _isolate_network() -> bool:
     return LIBC.unshare(_CLONE_NEWNET) == 0
 
 
+@functools.cache
 def _readable_roots() -> list[str]:
+    """The standard library's folders: all a confined program may read (with Landlock)."""
     paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
     paths |= {p for p in sys.path if p.endswith("lib-dynload")}
     return sorted(p for p in paths if os.path.isdir(p))
@@ -156,7 +159,7 @@ def _child(job: dict, folder: str, result_w: int, output_w: int, features: dict)
         _limit(resource.RLIMIT_CORE, 0)
         _limit(resource.RLIMIT_NOFILE, 32)
         if features["landlock_abi"]:
-            _landlock(features["landlock_abi"], folder, features["readable"])
+            _landlock(features["landlock_abi"], folder, _readable_roots())
         if os.geteuid() == 0:
             os.setgroups([])
             os.setgid(NOBODY)
@@ -305,10 +308,10 @@ def serve() -> None:
         "landlock_abi": landlock_abi(),
         "network_namespace": _isolate_network(),
         "user": "nobody" if os.geteuid() == 0 else "yours",
-        "readable": _readable_roots(),
     }
     for name in _PRELOADED:
         __import__(name)  # imported once here; a child (which may not read files) inherits them
+    _readable_roots()  # computed once here too, before any fork
     out = sys.stdout.buffer
     out.write(json.dumps({"ready": features}).encode() + b"\n")
     out.flush()

@@ -346,7 +346,7 @@ def test_the_worker_also_waits_without_waitid(monkeypatch) -> None:
     from gptlib import sandbox_worker
 
     monkeypatch.delattr(os, "waitid")
-    features = {"landlock_abi": 0, "readable": [], "network_namespace": False}
+    features = {"landlock_abi": 0, "network_namespace": False}
     job = {"program": "def f(x):\n    return 2 * x\n", "entry_point": "f", "args": ["(2,)"],
            "timeout": 5.0, "cpu_seconds": 5, "memory_bytes": 2**28, "file_bytes": 10**6,
            "output_bytes": 10**5, "result_bytes": 10**5}  # fmt: skip
