@@ -97,8 +97,13 @@ class Sandbox:
             )
         if not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if memory_mb < 32:
+        if memory_mb < 64:
             raise ValueError(f"memory_mb={memory_mb} is too small for Python; use 64 or more")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):  # fmt: skip
+            raise ValueError(
+                f"workers must be a positive int or None (one per core), got {workers!r}"
+            )
         self.workers = workers or os.cpu_count() or 1
         self.limits = {
             "timeout": float(timeout),

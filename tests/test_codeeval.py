@@ -329,6 +329,10 @@ def test_bad_arguments_raise_clear_errors(sandbox: Sandbox) -> None:
         sandbox.run("def f(x):\n    return x\n", "f", [])
     with pytest.raises(ValueError, match="timeout"):
         Sandbox(timeout=0)
+    with pytest.raises(ValueError, match="workers"):
+        Sandbox(workers=0)
+    with pytest.raises(ValueError, match="memory_mb"):
+        Sandbox(memory_mb=16)
     closed = Sandbox(workers=1)
     closed.close()
     with pytest.raises(RuntimeError, match="closed"):
