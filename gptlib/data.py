@@ -25,6 +25,9 @@ Training draws its batches from a **batch source** (`BatchSource`): a 1-D tensor
 a memory-mapped token file written by ``python -m gptlib.prepare`` (`gptlib.prepare.open_tokens`),
 or any object with a ``get_batch`` method, such as prompt/response pairs whose prompt tokens
 are masked out of the loss.
+
+``"code-tasks"`` is generated too: the training problems of `gptlib.code_tasks` (small Python
+functions with HumanEval-style docstrings), the Codex chapter's code model's training text.
 """
 
 from __future__ import annotations
@@ -167,6 +170,12 @@ def make_stories(n_stories: int = 2000, seed: int = 0) -> str:
     return "\n\n".join(rng.choice(_STORY_KINDS)(rng) for _ in range(n_stories)) + "\n"
 
 
+def _code_tasks() -> str:
+    from .code_tasks import training_text  # the Codex chapter's problems (gptlib.code_tasks)
+
+    return training_text()
+
+
 @dataclass(frozen=True)
 class Corpus:
     """A named offline corpus: the function that returns its text, and what it is in one line.
@@ -190,6 +199,9 @@ CORPORA: dict[str, Corpus] = {
     ),
     "stories": Corpus(
         make_stories, "short stories from gptlib's own seeded grammar (make_stories)"
+    ),
+    "code-tasks": Corpus(
+        _code_tasks, "small Python functions in HumanEval's format from gptlib.code_tasks' grammar"
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Checkpoint folders: the shipped one agrees with data/README.md, and no kill loses one.
+"""Checkpoint folders: the shipped ones agree with data/README.md, and no kill loses one.
 
 The figures of data/checkpoints/char_python_docs are parsed from the README, so the
 documentation cannot drift from the files. The kill tests stop a training run at every moment
@@ -35,49 +35,54 @@ from gptlib.data import load_corpus, split
 from gptlib.train import evaluate, load_checkpoint, train
 from gptlib.train import main as train_main
 
-CHECKPOINT = ROOT / "data" / "checkpoints" / "char_python_docs"
 README = ROOT / "data" / "README.md"
+CORPUS = {"char_python_docs": "python-docs", "bpe_code_tasks": "code-tasks"}  # checkpoint: corpus
+CHECKPOINTS = list(CORPUS)
 
 
-def _readme_section() -> str:
+def _readme_section(checkpoint: str) -> str:
     text = README.read_text(encoding="utf-8")
-    match = re.search(r"^## checkpoints/char_python_docs.*?(?=^## |\Z)", text, re.M | re.S)
-    assert match, "data/README.md has no '## checkpoints/char_python_docs' section"
+    match = re.search(rf"^## checkpoints/{checkpoint}\b.*?(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"data/README.md has no '## checkpoints/{checkpoint}' section"
     return match.group(0)
 
 
-def _figure(name: str) -> str:
-    match = re.search(rf"\*\*{name}:\*\*\s*`?([^`\n]+)`?", _readme_section())
-    assert match, f"data/README.md's checkpoint section does not state the {name}"
+def _figure(name: str, checkpoint: str) -> str:
+    match = re.search(rf"\*\*{name}:\*\*\s*`?([^`\n]+)`?", _readme_section(checkpoint))
+    assert match, f"data/README.md's section on {checkpoint} does not state the {name}"
     return match.group(1).strip()
 
 
-def test_checkpoint_folder_is_small_and_complete() -> None:
-    names = {path.name for path in CHECKPOINT.iterdir()} - {
-        "checkpoint.json"
-    }  # newer runs' manifest
+@pytest.mark.parametrize("checkpoint", CHECKPOINTS)
+def test_checkpoint_folder_is_small_and_complete(checkpoint: str) -> None:
+    folder = ROOT / "data" / "checkpoints" / checkpoint
+    names = {path.name for path in folder.iterdir()} - {"checkpoint.json"}  # newer runs' manifest
     expected = {"config.json", "model.safetensors", "tokenizer.json", "train_config.json",
                 "history.json", "command.json"}  # fmt: skip
     assert names == expected, f"unexpected files {names ^ expected}"
-    size = sum(path.stat().st_size for path in CHECKPOINT.iterdir())
+    size = sum(path.stat().st_size for path in folder.iterdir())
     assert size < 5_000_000, f"the checkpoint is {size / 1e6:.1f} MB; keep it to a few MB"
 
 
-def test_readme_gives_the_command_steps_and_loss_of_the_files() -> None:
-    command = json.loads((CHECKPOINT / "command.json").read_text())["command"]
-    assert _figure("Command") == command
-    history = json.loads((CHECKPOINT / "history.json").read_text())
-    assert int(_figure("Steps").split()[0].replace(",", "")) == history["steps"][-1]
-    assert float(_figure("Final validation loss").split()[0]) == pytest.approx(
+@pytest.mark.parametrize("checkpoint", CHECKPOINTS)
+def test_readme_gives_the_command_steps_and_loss_of_the_files(checkpoint: str) -> None:
+    folder = ROOT / "data" / "checkpoints" / checkpoint
+    command = json.loads((folder / "command.json").read_text())["command"]
+    assert _figure("Command", checkpoint) == command
+    history = json.loads((folder / "history.json").read_text())
+    assert int(_figure("Steps", checkpoint).split()[0].replace(",", "")) == history["steps"][-1]
+    assert float(_figure("Final validation loss", checkpoint).split()[0]) == pytest.approx(
         history["val_loss"][-1], abs=5e-4
     )
 
 
-def test_validation_loss_matches_the_readme() -> None:
-    model = GPT.load(CHECKPOINT)
-    _, tokenizer, _ = load_checkpoint(CHECKPOINT)
-    run = json.loads((CHECKPOINT / "train_config.json").read_text())
-    text = load_corpus("python-docs")
+@pytest.mark.parametrize("checkpoint", CHECKPOINTS)
+def test_validation_loss_matches_the_readme(checkpoint: str) -> None:
+    folder = ROOT / "data" / "checkpoints" / checkpoint
+    model = GPT.load(folder)
+    _, tokenizer, _ = load_checkpoint(folder)
+    run = json.loads((folder / "train_config.json").read_text())
+    text = load_corpus(CORPUS[checkpoint])
     try:
         ids = torch.tensor(tokenizer.encode(text))
     except ValueError as err:
@@ -86,7 +91,8 @@ def test_validation_loss_matches_the_readme() -> None:
     # The same fixed batches that training evaluated on: seed + 1, eval_batches of batch_size.
     loss = evaluate(model, val_ids, run["batch_size"], model.config.block_size,
                     n_batches=run["eval_batches"], seed=run["seed"] + 1)  # fmt: skip
-    assert loss == pytest.approx(float(_figure("Final validation loss").split()[0]), abs=0.02)
+    expected = float(_figure("Final validation loss", checkpoint).split()[0])
+    assert loss == pytest.approx(expected, abs=0.02)
 
 
 # ---------------------------------------------------------------------- kills during a save
