@@ -267,7 +267,7 @@ def draw_block(config: GPTConfig, ax: Axes, title: str | None = None) -> Axes:
         for i, (text, kind) in enumerate(steps):
             if i:
                 _arrow(ax, (x, y - 0.6), (x, y - 0.3))
-            _box(ax, x, y, 2.1, 0.55 if kind != "attention" else 0.65, text, kind)
+            _box(ax, x, y, 2.3, 0.55 if kind != "attention" else 0.65, text, kind)
             y += 0.9
         return y - 0.9
 
@@ -326,7 +326,7 @@ def draw_rotation(
     """One rotary pair: q at position m turned by m·θ, k at position n by n·θ, and their angle.
 
     q and k are 2-vectors (one pair of a head's dimensions); the rotations are gptlib's own
-    `Rotary` (Su et al. 2021, Eq. 13). The faint arrows are q and k before rotation, the solid
+    `Rotary` (Su et al. 2021, §3.2). The faint arrows are q and k before rotation, the solid
     ones after; the title gives the angle between the rotated pair, which is the angle between
     q and k plus (m − n)·θ, so it depends on the offset only. The rotated arrows carry gid
     "q_m" and "k_n"; their tips are the rotated vectors. Returns ax. Raises TypeError for an
