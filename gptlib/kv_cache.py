@@ -239,6 +239,33 @@ class KVCache:
         """Key/value vectors held (summed over layers), per sequence and head."""
         return sum(layer.held for layer in self.layers)
 
+    def crop(self, length: int) -> None:
+        """Forget every token after the first `length`, as if only those had been fed.
+
+        Taught in notebooks/14_inference.ipynb: speculative decoding writes a round's guesses
+        into the cache and takes back the ones the target rejected. A dense or strided layer
+        only moves its write position back. A local layer's rolling buffer can be cropped only
+        while it holds every token it has seen (at most window of them): later tokens have
+        overwritten the slots of earlier ones, which cropping would need again. Raises
+        ValueError for a length outside [0, self.length] or a rolling buffer that wrapped round.
+        """
+        length = check_integer("length", length, 0, f"an integer in [0, {self.length}]")
+        if length > self.length:
+            raise ValueError(
+                f"the cache holds {self.length} tokens; it cannot be cropped to {length}"
+            )
+        for i, layer in enumerate(self.layers):
+            if layer.window is not None and layer.seen > layer.window and length < layer.seen:
+                raise ValueError(
+                    f"layer {i} keeps a rolling buffer of {layer.window} tokens and has seen "
+                    f"{layer.seen}: the keys needed after cropping to {length} are overwritten; "
+                    "re-run the sequence's first tokens through a new KVCache instead"
+                )
+        for layer in self.layers:
+            layer.seen = min(layer.seen, length)
+            layer._returned = (0, None)
+        self.length = length
+
     def reserve(
         self, batch_size: int, n_new: int, pad: torch.Tensor | None = None
     ) -> torch.Tensor | None:

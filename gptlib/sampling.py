@@ -77,9 +77,9 @@ def check_sampling_args(
 ) -> SamplingArgs:
     """Check the settings of any sampling entry point and return them as plain Python numbers.
 
-    Taught in notebooks/08_gpt2.ipynb. `sample_next`, `filter_logits`, `GPT.generate` and
-    `gptlib.inference.generate_batched` all call it, so a setting is refused the same way
-    everywhere. Allowed: temperature a finite number >= 0 (0 means greedy); top_k a positive
+    Taught in notebooks/08_gpt2.ipynb. `sample_next`, `filter_logits`, `GPT.generate`,
+    `gptlib.inference.generate_batched` and `gptlib.speculative.speculative_generate` all call
+    it, so a setting is refused the same way everywhere. Allowed: temperature a finite number >= 0 (0 means greedy); top_k a positive
     integer; top_p in (0, 1]; max_new_tokens an integer >= 0; seed an integer; eos_token_id and
     pad_token_id integers in [0, vocab_size). NumPy integers count as integers, bools do not.
     Arguments left at None are not checked. Raises TypeError for a value of the wrong type and

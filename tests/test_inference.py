@@ -1,19 +1,12 @@
-"""Inference tricks: int8 weight quantization, bucketed batching, greedy speculative decoding."""
+"""Batched generation, and the names gptlib.inference gathers from the chapter's other modules."""
 
 import pytest
 import torch
-from torch import nn
 
-from gptlib import GPT, GPTConfig
-from gptlib.inference import (
-    Int8Linear,
-    dequantize_per_channel,
-    generate_batched,
-    model_bytes,
-    quantize_int8,
-    quantize_per_channel,
-    speculative_generate,
-)
+import gptlib.quantization
+import gptlib.speculative
+from gptlib import GPT, GPTConfig, inference
+from gptlib.inference import generate_batched
 
 
 def tiny_gpt(seed: int = 0, **overrides) -> GPT:
@@ -21,47 +14,6 @@ def tiny_gpt(seed: int = 0, **overrides) -> GPT:
     settings = dict(n_layer=2, n_head=2, n_embd=16, block_size=24, vocab_size=11)
     settings.update(overrides)
     return GPT(GPTConfig.from_preset("gpt2", **settings)).eval()
-
-
-def test_per_channel_round_trip_is_within_half_a_step() -> None:
-    torch.manual_seed(0)
-    w = torch.randn(5, 7) * torch.tensor([[0.01], [0.1], [1.0], [10.0], [0.0]])
-    q, scale = quantize_per_channel(w)
-    assert q.dtype == torch.int8 and scale.shape == (5,)
-    assert q.abs().amax(dim=1)[:4].tolist() == [127] * 4  # each row's largest weight is ±127
-    error = (dequantize_per_channel(q, scale) - w).abs()
-    assert torch.all(error <= scale[:, None] / 2 + 1e-7)
-    assert torch.all(dequantize_per_channel(q, scale)[4] == 0)
-    with pytest.raises(ValueError, match="2-D float"):
-        quantize_per_channel(torch.ones(3))
-
-
-def test_quantize_int8_replaces_linears_keeps_tied_head_and_original() -> None:
-    model = tiny_gpt()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    quantized = quantize_int8(model)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    kinds = {name: type(m) for name, m in quantized.named_modules()}
-    assert kinds["blocks.0.mlp.fc_in"] is Int8Linear
-    assert kinds["lm_head"] is nn.Linear  # tied to tok_emb: stays float
-    assert quantized.lm_head.weight is quantized.tok_emb.weight
-    assert not any(isinstance(m, nn.Linear) and m is not quantized.lm_head
-                   for m in quantized.modules())  # fmt: skip
-    assert model_bytes(quantized) < model_bytes(model)
-    x = torch.randint(0, 11, (2, 9))
-    assert torch.allclose(quantized(x).logits, model(x).logits, atol=0.05)
-
-
-def test_untied_head_is_quantized_and_bytes_count_shared_once() -> None:
-    model = tiny_gpt(tie_embeddings=False)
-    assert isinstance(quantize_int8(model).lm_head, Int8Linear)
-    tied = tiny_gpt()
-    n_params = sum(p.numel() for p in tied.parameters())  # parameters() lists a shared one once
-    assert model_bytes(tied) == 4 * n_params
-    layer = nn.Linear(8, 4)
-    assert model_bytes(Int8Linear.from_linear(layer)) == 8 * 4 + 4 * 4 + 4 * 4
-    with pytest.raises(TypeError, match="nn.Module"):
-        quantize_int8("model")
 
 
 def test_generate_batched_matches_one_by_one() -> None:
@@ -75,36 +27,8 @@ def test_generate_batched_matches_one_by_one() -> None:
         generate_batched(model, [[1], []], 2)
 
 
-@pytest.mark.parametrize("k", [1, 3, 5])
-@pytest.mark.parametrize("position", ["learned", "rotary"])
-def test_speculative_equals_target_greedy(k: int, position: str) -> None:
-    target = tiny_gpt(0, position=position)
-    draft = tiny_gpt(1, n_layer=1, position=position)
-    idx = torch.tensor([[1, 2, 3, 4, 5]])
-    # 40 new tokens run past block_size=24: the learned-position window has to slide
-    out, stats = speculative_generate(target, draft, idx, 40, k=k)
-    assert torch.equal(out, target.generate(idx, 40, temperature=0.0))
-    assert stats.new_tokens == 40
-    assert stats.accepted <= stats.proposed
-    assert stats.target_calls_saved == 40 - stats.target_calls
-
-
-def test_speculative_with_itself_as_draft_accepts_everything() -> None:
-    target = tiny_gpt(0, position="rotary")
-    idx = torch.tensor([[3, 1, 4]])
-    out, stats = speculative_generate(target, target, idx, 11, k=4)
-    assert torch.equal(out, target.generate(idx, 11, temperature=0.0))
-    assert stats.acceptance_rate == 1.0
-    assert stats.target_calls == 3  # 5 + 5 + 1 tokens
-
-
-def test_speculative_errors() -> None:
-    target = tiny_gpt()
-    with pytest.raises(ValueError, match=r"shape \(1, T\)"):
-        speculative_generate(target, target, torch.ones(2, 3, dtype=torch.long), 4)
-    with pytest.raises(ValueError, match="vocab_size"):
-        speculative_generate(target, tiny_gpt(vocab_size=12), torch.ones(1, 3, dtype=torch.long), 4)
-    with pytest.raises(ValueError, match="k >= 1"):
-        speculative_generate(target, target, torch.ones(1, 3, dtype=torch.long), 4, k=0)
-    out, stats = speculative_generate(target, target, torch.ones(1, 3, dtype=torch.long), 0)
-    assert out.shape == (1, 3) and stats.target_calls == 0
+def test_inference_reexports_quantization_and_speculative_decoding() -> None:
+    for module in (gptlib.quantization, gptlib.speculative):
+        for name in module.__all__:
+            assert getattr(inference, name) is getattr(module, name), name
+            assert name in inference.__all__
