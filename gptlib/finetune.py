@@ -106,14 +106,19 @@ class SequenceClassifier(nn.Module):
 
     Taught in notebooks/07_gpt1.ipynb. `lm_weight` is λ of L3 = L2 + λ·L1 (GPT-1 uses 0.5;
     0 turns the auxiliary objective off); `dropout` is applied before the head (GPT-1: 0.1).
+    `n_classes=1` makes the head a single score, as InstructGPT's reward model replaces the
+    unembedding by a scalar head (Ouyang et al. 2022, §3.5); such a head has no class labels
+    and is trained with `gptlib.alignment.pairwise_loss` instead (the InstructGPT chapter).
     """
 
     def __init__(
         self, gpt: GPT, n_classes: int, lm_weight: float = 0.5, dropout: float = 0.1
     ) -> None:
         super().__init__()
-        if not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        if not isinstance(n_classes, int) or n_classes < 1:
+            raise ValueError(
+                f"n_classes must be an integer >= 1 (1: a scalar score), got {n_classes!r}"
+            )
         if lm_weight < 0:
             raise ValueError(f"lm_weight (λ) must be >= 0, got {lm_weight}")
         self.gpt = gpt
@@ -141,6 +146,11 @@ class SequenceClassifier(nn.Module):
         logits = self.head(self.dropout(last))
         if batch.labels is None:
             return ClassifierOutput(logits)
+        if logits.size(-1) == 1:
+            raise ValueError(
+                "a scalar head (n_classes=1) has no class labels to fit; leave labels out and "
+                "train its scores with a loss of their own, e.g. gptlib.alignment.pairwise_loss"
+            )
         task_loss = F.cross_entropy(logits, batch.labels)
         lm_loss = F.cross_entropy(
             lm_logits.reshape(-1, lm_logits.size(-1)).float(),

@@ -116,6 +116,18 @@ def test_predict_keeps_the_training_mode_and_learns_a_separable_task() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="n_classes"):
-        SequenceClassifier(tiny_gpt(), n_classes=1)
+        SequenceClassifier(tiny_gpt(), n_classes=0)
     with pytest.raises(ValueError, match="lm_weight"):
         SequenceClassifier(tiny_gpt(), n_classes=2, lm_weight=-1.0)
+
+
+def test_scalar_head_scores_each_row_and_refuses_labels() -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=1, lm_weight=0.0, dropout=0.0).eval()
+    batch = collate([[START, 1, 2, EXTRACT], [START, 3, EXTRACT]])
+    scores = model(batch).logits
+    assert scores.shape == (2, 1)
+    alone = model(collate([[START, 3, EXTRACT]])).logits
+    torch.testing.assert_close(scores[1], alone[0])  # padding after the last token changes nothing
+    batch.labels = torch.tensor([0, 0])
+    with pytest.raises(ValueError, match="scalar head"):
+        model(batch)
