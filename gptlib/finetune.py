@@ -11,14 +11,19 @@ framed by new start, delimiter and extract tokens (§3.3, Figure 1).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import GPT
+from .model import GPT, _atomic_write
+
+HEAD_FILE, HEAD_CONFIG_FILE = "head.safetensors", "head.json"
 
 __all__ = ["ClassifierBatch", "ClassifierOutput", "SequenceClassifier", "collate", "gpt1_input"]
 
@@ -167,3 +172,36 @@ class SequenceClassifier(nn.Module):
         classes = self(batch).logits.argmax(dim=-1)
         self.train(was_training)
         return classes
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the GPT (`GPT.save`), then path/head.safetensors and path/head.json (no pickle)."""
+        from safetensors.torch import save_file
+
+        path = self.gpt.save(path)
+        state = {name: t.detach().contiguous().cpu() for name, t in self.head.state_dict().items()}
+        _atomic_write(path / HEAD_FILE, lambda tmp: save_file(state, tmp))
+        settings = {
+            "n_classes": self.head.out_features,
+            "lm_weight": self.lm_weight,
+            "dropout": self.dropout.p,
+        }
+        _atomic_write(
+            path / HEAD_CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(settings))
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SequenceClassifier:
+        """Load a classifier written by `save`, in eval mode."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        for name in (HEAD_FILE, HEAD_CONFIG_FILE):
+            if not (path / name).is_file():
+                raise FileNotFoundError(
+                    f"{path / name} is missing; a classifier folder is written by "
+                    "SequenceClassifier.save (a GPT.save folder has no head)"
+                )
+        model = cls(GPT.load(path), **json.loads((path / HEAD_CONFIG_FILE).read_text()))
+        model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        return model.eval()

@@ -131,3 +131,16 @@ def test_scalar_head_scores_each_row_and_refuses_labels() -> None:
     batch.labels = torch.tensor([0, 0])
     with pytest.raises(ValueError, match="scalar head"):
         model(batch)
+
+
+def test_save_and_load_keep_the_head(tmp_path) -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=1, lm_weight=0.0, dropout=0.0).eval()
+    torch.nn.init.normal_(model.head.weight)
+    batch = collate([[START, 1, 2, EXTRACT]])
+    model.save(tmp_path / "rm")
+    loaded = SequenceClassifier.load(tmp_path / "rm")
+    assert loaded.head.out_features == 1 and loaded.lm_weight == 0.0 and not loaded.training
+    torch.testing.assert_close(loaded(batch).logits, model(batch).logits)
+    tiny_gpt().save(tmp_path / "plain")
+    with pytest.raises(FileNotFoundError, match="SequenceClassifier.save"):
+        SequenceClassifier.load(tmp_path / "plain")
