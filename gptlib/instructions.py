@@ -1,40 +1,31 @@
-"""A toy instruction-following world: instructions, ideal responses, and a labeler that ranks.
+"""A toy instruction-following world: instructions, demonstrations, prompts and responses.
 
 Taught in the InstructGPT chapter.
 
 InstructGPT (Ouyang et al. 2022, §3.2-3.4) needs three things from people: prompts, written
 demonstrations of the ideal response, and rankings of several model responses to one prompt.
-This module makes all three without people, in the world of the ``"stories"`` corpus
-(`gptlib.data.make_stories`), so a model pre-trained on that corpus already knows the words:
+This module makes the first two without people, in the world of the ``"stories"`` corpus
+(`gptlib.data.make_stories`), so a model pre-trained on that corpus already knows the words;
+`gptlib.labeler.Labeler` makes the rankings.
 
 - `make_instructions` draws instructions from a seeded grammar ("Write a short story about a cat
   named Pia.", "List three animals.", ...);
-- `demonstration` writes an ideal response to one, like a labeler's demonstration;
-- `Labeler` plays the human: it scores a response by criteria a reader can check by eye and ranks
-  K responses to the same prompt. Only its rankings may reach the reward model and DPO; the
-  policy never sees its scores.
-
-The labeler's criteria, each worth between 0 and 1 (the score is their mean):
-
-``mentions``    the requested name and animal or thing appear;
-``length``      the number of sentences is in the requested range (a story 3-5, a short story
-                1-2, a list one sentence);
-``count``       counting stories count to the requested number, lists name that many animals;
-``fluent``      every pair of neighbouring words (and punctuation marks) is one the story grammar
-                can produce, so garbled words and "Pia Pia" lose points;
-``no_repeats``  no sentence is said twice;
-``finished``    the response ends a sentence.
+- `demonstration` writes a response to one, like a labeler's demonstration: ideal, or with one
+  of the flaws a hurried writer makes (`demonstrations` mixes them at a given rate);
+- `encode_prompt`, `encode_example` and `respond` turn instructions into token ids and sample
+  a model's responses; `label_comparisons` turns the labeler's rankings of K responses into
+  the preference pairs the reward model and DPO learn from.
 """
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from .data import (
     _ANIMALS,
@@ -47,20 +38,28 @@ from .data import (
     _PLACES,
     _THINGS,
     _counting,
-    make_stories,
 )
 from .data import _a as _with_article
 
+if TYPE_CHECKING:
+    from .alignment import Comparisons, Rollout
+    from .labeler import Labeler
+    from .model import GPT
+
 __all__ = [
+    "END_OF_TEXT",
     "FLAWS",
     "KINDS",
     "PROMPT_TOKENS",
     "Instruction",
-    "Labeler",
     "demonstration",
     "demonstrations",
+    "encode_example",
     "encode_prompt",
+    "end_of_text_id",
+    "label_comparisons",
     "make_instructions",
+    "respond",
 ]
 
 KINDS = ("pet", "lost", "count", "list")
@@ -68,6 +67,7 @@ FLAWS = ("unfinished", "repeats", "runs_on")
 _STORY_SENTENCES = (3, 5)
 _SHORT_SENTENCES = (1, 2)
 PROMPT_TOKENS = 28  # every prompt is left-padded with newlines to this many tokens
+END_OF_TEXT = "<|endoftext|>"  # ends every response
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,9 @@ def demonstrations(
     """One demonstration per instruction; a share `flaw_rate` of them has one flaw from FLAWS.
 
     Taught in the InstructGPT chapter. Human demonstrations are not all perfect, and SFT
-    imitates whatever they do; ranking responses is easier than writing perfect ones, which is
-    why InstructGPT's reward model and RL can improve on the SFT model (Ouyang et al. 2022, §4.1).
+    imitates whatever they do; a reward model learned from rankings can see the flaws, and RL
+    against it can improve on the SFT model, as InstructGPT's PPO models are preferred to its
+    SFT models (Ouyang et al. 2022, §4.1, Figure 1).
     """
     if not 0.0 <= flaw_rate <= 1.0:
         raise ValueError(f"flaw_rate must be in [0, 1], got {flaw_rate}")
@@ -228,25 +229,7 @@ def encode_prompt(
     return newline * (length - len(ids)) + ids
 
 
-# ----------------------------------------------------------------------------- the labeler
-_TOKEN = re.compile(r"[A-Za-z]+|[^\sA-Za-z]")
 _SENTENCE_END = re.compile(r'[.!?]"?(?=\s|$)')
-_CATEGORY = {
-    **{n.lower(): "<name>" for n in _NAMES},
-    **{a: "<animal>" for a in _ANIMALS},
-    **{p: "<animals>" for p in _ANIMALS.values()},
-    **{c: "<colour>" for c in _COLOURS},
-    **{t: "<thing>" for t in _THINGS},
-    **{w: "<food>" for food in _FOODS for w in food.split()},
-    **{g: "<glad>" for g in _GLAD},
-    **{p.split()[-1]: "<place>" for p in _PLACES},
-    **{n: "<number>" for n in _NUMBERS},
-}
-
-
-def _words(text: str) -> list[str]:
-    """Lower-cased words and punctuation marks, in order."""
-    return [token.lower() for token in _TOKEN.findall(text)]
 
 
 def _sentences(text: str) -> list[str]:
@@ -259,90 +242,72 @@ def _sentences(text: str) -> list[str]:
     return [p for p in pieces + ([rest] if rest else []) if p]
 
 
-def _pattern(words: Sequence[str]) -> list[str]:
-    return [_CATEGORY.get(word, word) for word in words]
-
-
-@functools.cache
-def _grammar_bigrams() -> frozenset[tuple[str, str]]:
-    """Every neighbouring pair of word categories that the stories or demonstrations contain."""
-    texts = make_stories(4000, seed=1).split("\n\n")
-    rng = random.Random(1)
-    texts += [_ideal(i, rng) for i in make_instructions(4000, seed=1)]
-    pairs: set[tuple[str, str]] = set()
-    for text in texts:
-        pattern = _pattern(_words(text))
-        pairs.update(pairwise(pattern))
-    return frozenset(pairs)
-
-
-class Labeler:
-    """The hidden judge: scores a response by readable criteria and ranks several responses.
-
-    Taught in the InstructGPT chapter. It stands in for InstructGPT's human labelers, who
-    ranked K = 4 to 9 responses to a prompt (Ouyang et al. 2022, §3.4); the reward model and
-    DPO learn from its rankings only. `criteria` shows the breakdown, `score` the mean.
-    """
-
-    def criteria(self, instruction: Instruction, response: str) -> dict[str, float]:
-        """Each criterion of the module docstring that applies to this instruction, in [0, 1]."""
-        if not isinstance(response, str):
-            raise TypeError(f"response must be a decoded string, got {type(response).__name__}")
-        words = _words(response)
-        sentences = _sentences(response)
-        low, high = instruction.sentences
-        result: dict[str, float] = {}
-        if instruction.required:
-            present = [w.lower() in words for w in instruction.required]
-            result["mentions"] = sum(present) / len(present)
-        n = len(sentences)
-        result["length"] = 1.0 if low <= n <= high else 1.0 / (1 + min(abs(n - low), abs(n - high)))
-        if instruction.number is not None:
-            result["count"] = float(self._counted(instruction, words) == instruction.number)
-        pattern = _pattern(words)
-        pairs = list(pairwise(pattern))
-        known = _grammar_bigrams()
-        result["fluent"] = sum(p in known for p in pairs) / len(pairs) if pairs else 0.0
-        lowered = [s.lower() for s in sentences]
-        result["no_repeats"] = len(set(lowered)) / len(lowered) if lowered else 0.0
-        result["finished"] = float(
-            bool(sentences) and _SENTENCE_END.search(sentences[-1]) is not None
+def end_of_text_id(tokenizer: Any) -> int:
+    """The id of the tokenizer's end-of-text token, which ends every response."""
+    special = getattr(tokenizer, "special_tokens", {})
+    if END_OF_TEXT not in special:
+        raise ValueError(
+            f"the tokenizer has no {END_OF_TEXT} token to end responses with; use a "
+            "BPETokenizer (it has one by default), e.g. the one of data/checkpoints/bpe_stories"
         )
-        return result
+    return special[END_OF_TEXT]
 
-    @staticmethod
-    def _counted(instruction: Instruction, words: list[str]) -> int:
-        """How far a counting story counts (its largest number word), or how many animals a list
-        names (0 if it names one twice)."""
-        if instruction.kind == "list":
-            animals = [w for w in words if w in _ANIMALS]
-            return len(animals) if len(set(animals)) == len(animals) else 0
-        numbers = [_NUMBERS.index(w) + 1 for w in words if w in _NUMBERS]
-        return max(numbers, default=0)
 
-    def score(self, instruction: Instruction, response: str) -> float:
-        """The mean of the criteria: 1.0 for a perfect response, lower for each flaw."""
-        values = self.criteria(instruction, response)
-        return sum(values.values()) / len(values)
+def encode_example(
+    tokenizer: Any, instruction: Instruction, response: str, length: int = PROMPT_TOKENS
+) -> tuple[list[int], list[int]]:
+    """One SFT example: the padded prompt's ids and the response's ids, end-of-text last."""
+    ids = tokenizer.encode(response) + [end_of_text_id(tokenizer)]
+    return encode_prompt(tokenizer, instruction, length), ids
 
-    def rank(self, instruction: Instruction, responses: Sequence[str]) -> list[int]:
-        """Indices of the responses from best to worst (equal scores keep their given order)."""
-        scores = [self.score(instruction, r) for r in responses]
-        return sorted(range(len(responses)), key=lambda i: -scores[i])
 
-    def preference_pairs(
-        self, instruction: Instruction, responses: Sequence[str]
-    ) -> list[tuple[int, int]]:
-        """Every (chosen, rejected) pair of the C(K, 2) pairs whose scores differ.
+def respond(
+    model: GPT,
+    tokenizer: Any,
+    instructions: Sequence[Instruction],
+    n: int = 1,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    prompt_length: int = PROMPT_TOKENS,
+) -> tuple[Rollout, list[str]]:
+    """Sample n responses to each instruction: the rollout (rows in instruction order, the n
+    responses of an instruction side by side) and the decoded texts.
 
-        Taught in the InstructGPT chapter. InstructGPT trains on all C(K, 2) comparisons of a
-        ranking of K responses (Ouyang et al. 2022, §3.5); pairs the labeler scores equal say
-        nothing about preference and are left out.
-        """
-        scores = [self.score(instruction, r) for r in responses]
-        return [
-            (i, j) if scores[i] > scores[j] else (j, i)
-            for i in range(len(responses))
-            for j in range(i + 1, len(responses))
-            if scores[i] != scores[j]
-        ]
+    Taught in the InstructGPT chapter.
+    """
+    from .alignment import generate_responses
+
+    eos = end_of_text_id(tokenizer)
+    prompts = [encode_prompt(tokenizer, i, prompt_length) for i in instructions for _ in range(n)]
+    generator = torch.Generator().manual_seed(seed)
+    rollout = generate_responses(
+        model, prompts, max_new_tokens, eos, temperature, generator=generator
+    )
+    return rollout, [tokenizer.decode(r) for r in rollout.responses(eos)]
+
+
+def label_comparisons(
+    labeler: Labeler, instructions: Sequence[Instruction], rollout: Rollout, texts: Sequence[str]
+) -> Comparisons:
+    """Rank the K responses of each instruction with the labeler, keeping every unequal pair.
+
+    Taught in the InstructGPT chapter. `rollout` and `texts` come from `respond(..., n=K)`;
+    the result holds all rows and the labeler's (chosen, rejected) pairs, and is all the
+    reward model and DPO will know of the labeler.
+    """
+    from .alignment import Comparisons
+
+    k, rest = divmod(len(texts), len(instructions))
+    if rest or k < 2 or len(rollout.idx) != len(texts):
+        raise ValueError(
+            f"need K >= 2 responses per instruction, in order: got {len(texts)} texts and "
+            f"{len(rollout.idx)} rows for {len(instructions)} instructions"
+        )
+    pairs = [
+        (g * k + chosen, g * k + rejected)
+        for g, instruction in enumerate(instructions)
+        for chosen, rejected in labeler.preference_pairs(instruction, texts[g * k : (g + 1) * k])
+    ]
+    group = torch.arange(len(instructions)).repeat_interleave(k)
+    return Comparisons(rollout.idx, rollout.response_mask, group, torch.tensor(pairs).view(-1, 2))

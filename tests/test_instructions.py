@@ -1,27 +1,36 @@
-"""The toy instruction world: seeded instructions, ideal demonstrations, the hidden labeler."""
+"""The toy instruction world (gptlib.instructions) and its hidden labeler (gptlib.labeler)."""
 
 import random
 
 import pytest
+import torch
 
+from gptlib import GPT, GPTConfig
 from gptlib.bpe import BPETokenizer
 from gptlib.data import make_stories
 from gptlib.instructions import (
+    END_OF_TEXT,
     FLAWS,
     KINDS,
     Instruction,
-    Labeler,
     demonstration,
     demonstrations,
+    encode_example,
     encode_prompt,
+    end_of_text_id,
+    label_comparisons,
     make_instructions,
+    respond,
 )
+from gptlib.labeler import Labeler
+from gptlib.tokenizers import CharTokenizer
 
 LABELER = Labeler()
 PET = Instruction("pet", "Write a story about a cat named Pia.", ("Pia", "cat"), (3, 6))
 SHORT_PET = Instruction("pet", "Write a short story about a cat named Pia.", ("Pia", "cat"), (1, 2))
-COUNT = Instruction("count", "Write a short story in which Ada counts three dogs.",
-                    ("Ada", "dogs"), (1, 2), 3)  # fmt: skip
+COUNT = Instruction(
+    "count", "Write a short story in which Ada counts three dogs.", ("Ada", "dogs"), (1, 2), 3
+)
 LIST = Instruction("list", "List two animals.", (), (1, 1), 2)
 
 
@@ -147,3 +156,51 @@ def test_encode_prompt_pads_on_the_left_with_newlines() -> None:
     assert tokenizer.decode(ids) == "\n" * (60 - len(text_ids)) + PET.text + "\n"
     with pytest.raises(ValueError, match="larger length"):
         encode_prompt(tokenizer, PET, length=5)
+
+
+def _tiny_model_and_tokenizer():
+    tokenizer = BPETokenizer.train(make_stories(100), 300)
+    torch.manual_seed(0)
+    config = GPTConfig.from_preset(
+        "gpt2", n_layer=1, n_head=2, n_embd=16, block_size=48, vocab_size=tokenizer.vocab_size
+    )
+    return GPT(config).eval(), tokenizer
+
+
+def test_encode_example_ends_the_response_with_end_of_text() -> None:
+    _, tokenizer = _tiny_model_and_tokenizer()
+    prompt, response = encode_example(tokenizer, PET, "Ada had a cat called Pia.", length=30)
+    assert prompt == encode_prompt(tokenizer, PET, 30)
+    assert response[-1] == end_of_text_id(tokenizer) == tokenizer.special_tokens[END_OF_TEXT]
+    assert tokenizer.decode(response[:-1]) == "Ada had a cat called Pia."
+    with pytest.raises(ValueError, match="end responses"):
+        end_of_text_id(CharTokenizer.from_text("abc"))
+
+
+def test_respond_and_label_comparisons() -> None:
+    model, tokenizer = _tiny_model_and_tokenizer()
+    instructions = [SHORT_PET, LIST]
+    rollout, texts = respond(
+        model, tokenizer, instructions, 3, 1, max_new_tokens=6, prompt_length=40
+    )
+    assert len(texts) == len(rollout.idx) == 6
+    assert (
+        respond(model, tokenizer, instructions, 3, 1, max_new_tokens=6, prompt_length=40)[1]
+        == texts
+    )
+    for row, instruction in zip(rollout.idx, [SHORT_PET] * 3 + [LIST] * 3, strict=True):
+        assert tokenizer.decode(row[:40].tolist()).endswith(instruction.text + "\n")
+    # Hand the labeler texts that it must rank: the first response to each is the best.
+    texts = [
+        "Ada had a cat called Pia.",
+        "Ada had a dog.",
+        "Ada had a dog.",
+        "A cat and a dog.",
+        "A cat and a cat.",
+        "A cat.",
+    ]
+    data = label_comparisons(Labeler(), instructions, rollout, texts)
+    assert data.group.tolist() == [0, 0, 0, 1, 1, 1]
+    assert sorted(map(tuple, data.pairs.tolist())) == [(0, 1), (0, 2), (3, 4), (3, 5)]
+    with pytest.raises(ValueError, match="K >= 2"):
+        label_comparisons(Labeler(), instructions, rollout, texts[:5])
