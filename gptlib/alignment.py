@@ -30,10 +30,13 @@ __all__ = [
     "SFTData",
     "dpo_loss",
     "generate_responses",
+    "main",
+    "normalise_scores",
     "pairwise_accuracy",
     "pairwise_loss",
     "reward_model",
     "sequence_logprobs",
+    "sampled_kl",
     "sequence_scores",
     "token_logprobs",
     "train_dpo",
@@ -76,6 +79,18 @@ def sequence_logprobs(model: GPT, idx: torch.Tensor, response_mask: torch.Tensor
     width = int(response_mask.any(dim=0).nonzero().max()) + 1 if response_mask.any() else 2
     idx, response_mask = idx[:, :width], response_mask[:, :width]  # drop the padding columns
     return (token_logprobs(model, idx) * response_mask[:, 1:]).sum(dim=1)
+
+
+@torch.no_grad()
+def sampled_kl(policy: GPT, reference: GPT, rollout: Rollout) -> torch.Tensor:
+    """log π(y|x) - log π_ref(y|x) of each sampled response (B,), in nats.
+
+    Taught in the InstructGPT chapter. For responses sampled from `policy`, the mean of this is
+    an unbiased estimate of KL(π || π_ref), the distance the KL penalty holds down.
+    """
+    return sequence_logprobs(policy, rollout.idx, rollout.response_mask) - sequence_logprobs(
+        reference, rollout.idx, rollout.response_mask
+    )
 
 
 @dataclass
@@ -121,8 +136,9 @@ def generate_responses(
     for length in sorted({len(p) for p in prompts}):
         members = [i for i, p in enumerate(prompts) if len(p) == length]
         idx = torch.tensor([list(prompts[i]) for i in members], device=device)
-        out = model.generate(idx, max_new_tokens, temperature, top_k, generator=generator,
-                             eos_token_id=eos_id)  # fmt: skip
+        out = model.generate(
+            idx, max_new_tokens, temperature, top_k, generator=generator, eos_token_id=eos_id
+        )
         for i, row in zip(members, out, strict=True):
             response = row[length:]
             ends = (response == eos_id).nonzero()
@@ -205,6 +221,21 @@ def sequence_scores(
     return model(ClassifierBatch(idx, last, torch.full_like(idx, -1))).logits.squeeze(-1)
 
 
+@torch.no_grad()
+def normalise_scores(model: SequenceClassifier, idx: torch.Tensor, last: torch.Tensor) -> None:
+    """Shift and scale the scalar head so that these rows score mean 0 and standard deviation 1.
+
+    Taught in the InstructGPT chapter. The pairwise loss leaves a reward model's offset and
+    scale free; InstructGPT shifts its RM so that the demonstrations score 0 on average before
+    RL (Ouyang et al. 2022, §3.5). Here the SFT model's samples are the reference, and the
+    unit scale makes one KL coefficient β mean the same for every seed.
+    """
+    scores = sequence_scores(model.eval(), idx, last)
+    mean, std = scores.mean(), scores.std()
+    model.head.weight /= std
+    model.head.bias.sub_(mean).div_(std)
+
+
 def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """Mean of -log σ(r_chosen - r_rejected) over the pairs: the reward model's loss, in nats.
 
@@ -251,6 +282,8 @@ def _scores_of_rows(
 
 def pairwise_accuracy(model: SequenceClassifier, data: Comparisons) -> float:
     """Share of pairs whose chosen response the reward model scores higher (0.5 = chance)."""
+    if len(data.pairs) == 0:
+        raise ValueError("these comparisons hold no pairs to score; rank more responses")
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -351,3 +384,17 @@ def train_dpo(
         history["loss"].append(loss.item())
         history["accuracy"].append(float((chosen > rejected).float().mean()))
     return history
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the command line `python -m gptlib.alignment` (options: `--help`; see alignment_cli).
+
+    Taught in the InstructGPT chapter.
+    """
+    from .alignment_cli import run
+
+    return run(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -48,8 +48,9 @@ __all__ = [
 def value_model(reward: SequenceClassifier) -> SequenceClassifier:
     """A copy of the reward model to serve as the value model V(s), as InstructGPT initialises it.
 
-    Taught in the InstructGPT chapter (Ouyang et al. 2022, §3.5: "we initialize the value
-    function from the RM"). Its scalar head is read at every position, not only the last.
+    Taught in the InstructGPT chapter. InstructGPT starts its value function from the reward
+    model (Ouyang et al. 2022, §3.5). Its scalar head is read at every position, not only the
+    last.
     """
     if reward.head.out_features != 1:
         raise ValueError(f"need a scalar head (n_classes=1), got {reward.head.out_features}")
@@ -104,7 +105,7 @@ def gae_advantages(
     Taught in the InstructGPT chapter. Schulman et al. 2016, Eq. 16: with the TD error
     δ_t = r_t + γ V(s_{t+1}) - V(s_t), the advantage is A_t = Σ_l (γλ)^l δ_{t+l}; the episode
     ends after the last response token (V = 0 beyond it). The returns A_t + V(s_t) are the
-    value model's targets. InstructGPT uses γ = 1 (no discount; Ouyang et al. 2022, App. C.4).
+    value model's targets. InstructGPT uses γ = 1 (no discount; Ouyang et al. 2022, App. C).
     """
     if not rewards.shape == values.shape == action_mask.shape:
         raise ValueError("rewards, values and action_mask must have the same (B, T-1) shape")
@@ -137,7 +138,7 @@ def ppo_policy_loss(
     Taught in the InstructGPT chapter. Schulman et al. 2017, Eq. 7: with the probability ratio
     ρ = π(a|s) / π_old(a|s), maximise min(ρ A, clip(ρ, 1 - ε, 1 + ε) A); the loss is its
     negative, averaged over the response tokens. Inputs are (B, T - 1); ε = `clip` (0.2 in
-    InstructGPT, Ouyang et al. 2022, App. C.4).
+    InstructGPT, Ouyang et al. 2022, App. C).
     """
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
@@ -167,7 +168,7 @@ def ppo_value_loss(
 
 @dataclass
 class PPOConfig:
-    """Settings of `ppo`; InstructGPT's values (Ouyang et al. 2022, App. C.4) where they apply."""
+    """Settings of `ppo`; InstructGPT's values (Ouyang et al. 2022, App. C) where they apply."""
 
     steps: int = 30  # rollouts, each followed by `epochs` passes of minibatch updates
     batch_size: int = 64  # episodes (prompts) per rollout
@@ -245,8 +246,14 @@ def ppo(
     history = PPOHistory()
     for _ in range(config.steps):
         chosen = torch.randint(len(prompts), (config.batch_size,), generator=generator).tolist()
-        rollout = generate_responses(policy, [prompts[i] for i in chosen], config.max_new_tokens,
-                                     eos_id, config.temperature, generator=generator)  # fmt: skip
+        rollout = generate_responses(
+            policy,
+            [prompts[i] for i in chosen],
+            config.max_new_tokens,
+            eos_id,
+            config.temperature,
+            generator=generator,
+        )
         idx, mask = rollout.idx, rollout.response_mask[:, 1:]
         with torch.no_grad():
             old_logprobs = token_logprobs(policy, idx)
@@ -265,12 +272,23 @@ def ppo(
             order = torch.randperm(len(chosen), generator=generator)
             for rows in order.split(config.minibatch_size):
                 policy_loss, clip_fraction = ppo_policy_loss(
-                    token_logprobs(policy, idx[rows]), old_logprobs[rows], advantages[rows],
-                    mask[rows], config.clip)  # fmt: skip
-                value_loss = ppo_value_loss(token_values(value, idx[rows]), old_values[rows],
-                                            returns[rows], mask[rows], config.value_clip)  # fmt: skip
-                for loss, model, optimizer in ((policy_loss, policy, policy_opt),
-                                               (value_loss, value, value_opt)):  # fmt: skip
+                    token_logprobs(policy, idx[rows]),
+                    old_logprobs[rows],
+                    advantages[rows],
+                    mask[rows],
+                    config.clip,
+                )
+                value_loss = ppo_value_loss(
+                    token_values(value, idx[rows]),
+                    old_values[rows],
+                    returns[rows],
+                    mask[rows],
+                    config.value_clip,
+                )
+                for loss, model, optimizer in (
+                    (policy_loss, policy, policy_opt),
+                    (value_loss, value, value_opt),
+                ):
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

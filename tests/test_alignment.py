@@ -1,6 +1,8 @@
 """Response log-probabilities, SFT batches, the reward model and its pairwise loss, and DPO."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,17 +13,22 @@ from gptlib.alignment import (
     SFTData,
     dpo_loss,
     generate_responses,
+    main,
+    normalise_scores,
     pairwise_accuracy,
     pairwise_loss,
     reward_model,
+    sampled_kl,
     sequence_logprobs,
     sequence_scores,
     token_logprobs,
     train_dpo,
     train_reward_model,
 )
+from gptlib.finetune import SequenceClassifier
 
 EOS = 7
+BASE = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "bpe_stories"
 
 
 def tiny_gpt(seed: int = 0) -> GPT:
@@ -143,6 +150,8 @@ def _comparisons() -> Comparisons:
 
 def test_comparisons_subset_keeps_whole_prompts() -> None:
     data = _comparisons()
+    with pytest.raises(ValueError, match="no pairs"):
+        pairwise_accuracy(reward_model(tiny_gpt()), data.subset(torch.tensor([99])))
     part = data.subset(torch.tensor([2, 5]))
     assert len(part.idx) == 6 and part.group.tolist() == [2, 2, 2, 5, 5, 5]
     assert part.pairs.tolist() == [[0, 1], [0, 2], [3, 4], [3, 5]]
@@ -187,3 +196,94 @@ def test_dpo_moves_probability_towards_the_chosen_responses() -> None:
     assert history["loss"][-1] < math.log(2) and history["accuracy"][-1] == 1.0
     ref_now = sequence_logprobs(reference, data.idx, data.response_mask)
     torch.testing.assert_close(ref_now, before)  # the reference is left alone
+
+
+def test_normalise_scores_gives_mean_zero_and_unit_spread() -> None:
+    data = _comparisons()
+    rm = reward_model(tiny_gpt())
+    torch.nn.init.normal_(rm.head.weight)
+    before = sequence_scores(rm, data.idx, data.last)
+    normalise_scores(rm, data.idx, data.last)
+    after = sequence_scores(rm, data.idx, data.last)
+    assert abs(after.mean().item()) < 1e-5 and after.std().item() == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(after, (before - before.mean()) / before.std(), atol=1e-4, rtol=1e-4)
+
+
+def test_sampled_kl_estimates_the_kl_divergence() -> None:
+    model, other = tiny_gpt(0), tiny_gpt(1)
+    with torch.no_grad():  # a sharper distribution than the other's near-uniform one
+        model.lm_head.weight.mul_(30)
+    prompt = [[1, 2]]
+    p = torch.log_softmax(model(torch.tensor(prompt)).logits[0, -1], dim=-1)
+    q = torch.log_softmax(other(torch.tensor(prompt)).logits[0, -1], dim=-1)
+    exact = (p.exp() * (p - q)).sum().item()  # one-token responses: KL over the vocabulary
+    generator = torch.Generator().manual_seed(0)
+    rollout = generate_responses(model, prompt * 4000, 1, EOS, generator=generator)
+    kl = sampled_kl(model, other, rollout)
+    assert kl.shape == (4000,) and exact > 0.5
+    assert abs(kl.mean().item() - exact) < 4 * kl.std().item() / 4000**0.5
+    assert sampled_kl(model, model, rollout).abs().max() < 1e-6
+
+
+def test_command_line_runs_every_stage(tmp_path) -> None:
+    out = tmp_path / "run"
+    tiny = [
+        "--sft-examples",
+        "40",
+        "--sft-steps",
+        "2",
+        "--rm-prompts",
+        "6",
+        "--k",
+        "2",
+        "--rm-steps",
+        "1",
+        "--ppo-steps",
+        "1",
+        "--ppo-batch-size",
+        "4",
+        "--ppo-minibatch-size",
+        "2",
+        "--ppo-prompts",
+        "4",
+        "--dpo-steps",
+        "1",
+        "--dpo-batch-size",
+        "2",
+        "--eval-prompts",
+        "3",
+        "--max-new-tokens",
+        "6",
+    ]
+    results = main(
+        [
+            "--base",
+            str(BASE),
+            "--out",
+            str(out),
+            "--seeds",
+            "3",
+            "--save-models",
+            "3",
+            "--ppo-betas",
+            "0",
+            "0.5",
+            *tiny,
+        ]
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    seed = saved["seeds"]["3"]
+    assert set(seed["ppo"]) == {"0", "0.5"} and len(seed["ppo"]["0"]["history"]["score"]) == 1
+    assert {"labeler", "perfect"} <= set(seed["ppo"]["0.5"]["history"]["extra"])
+    assert 0.0 <= seed["rm"]["accuracy_train"] <= 1.0 and len(seed["sft_loss"]) == 2
+    for name in ("base", "sft"):
+        assert 0.0 <= seed["eval"][name]["labeler"] <= 1.0
+    assert seed["eval"]["sft"]["kl"] == pytest.approx(0.0, abs=1e-4)
+    for name in ("sft", "ppo_beta0", "ppo_beta0.5", "dpo"):
+        GPT.load(out / "seed3" / name)
+    assert SequenceClassifier.load(out / "seed3" / "reward_model").head.out_features == 1
+    with pytest.raises(SystemExit):
+        main(["--base", str(BASE), "--out", str(out), *tiny])  # results.json exists
+    with pytest.raises(SystemExit):
+        main(["--base", str(BASE), "--out", str(tmp_path / "x"), "--save-models", "9", *tiny])

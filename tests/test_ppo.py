@@ -112,13 +112,36 @@ def test_ppo_raises_the_reward_model_score() -> None:
     mask = torch.zeros_like(idx, dtype=torch.bool)
     mask[:, 2:] = True
     rm = reward_model(tiny_gpt(1))
-    train_reward_model(rm, Comparisons(idx, mask, torch.tensor(group), torch.tensor(pairs)),
-                       steps=40, prompts_per_batch=8, lr=3e-3)  # fmt: skip
+    train_reward_model(
+        rm,
+        Comparisons(idx, mask, torch.tensor(group), torch.tensor(pairs)),
+        steps=40,
+        prompts_per_batch=8,
+        lr=3e-3,
+    )
     policy, reference = tiny_gpt(2), tiny_gpt(2)
-    config = PPOConfig(steps=12, batch_size=32, minibatch_size=16, epochs=2, lr=3e-3, beta=0.01,
-                       max_new_tokens=3, seed=0)  # fmt: skip
-    history = ppo(policy, reference, rm, value_model(rm), [[4, 4]], EOS, config,
-                  evaluate=lambda chosen, rollout: {"share_5": float((rollout.idx[:, 2] == 5).float().mean())})  # fmt: skip
+    config = PPOConfig(
+        steps=12,
+        batch_size=32,
+        minibatch_size=16,
+        epochs=2,
+        lr=3e-3,
+        beta=0.01,
+        max_new_tokens=3,
+        seed=0,
+    )
+    history = ppo(
+        policy,
+        reference,
+        rm,
+        value_model(rm),
+        [[4, 4]],
+        EOS,
+        config,
+        evaluate=lambda chosen, rollout: {
+            "share_5": float((rollout.idx[:, 2] == 5).float().mean())
+        },
+    )
     assert len(history.score) == 12 and len(history.extra["share_5"]) == 12
     assert history.score[-1] > history.score[0] + 1.0
     assert history.extra["share_5"][-1] > 0.8 > history.extra["share_5"][0]
