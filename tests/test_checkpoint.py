@@ -1,4 +1,4 @@
-"""The shipped checkpoint data/checkpoints/char_python_docs agrees with what data/README.md says.
+"""The checkpoints that `python -m gptlib.train` made in data/checkpoints agree with data/README.md.
 
 The figures are parsed from the README, so the documentation cannot drift from the files.
 """
@@ -16,47 +16,54 @@ from gptlib.data import load_corpus, split
 from gptlib.train import evaluate, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "data" / "checkpoints" / "char_python_docs"
+CHECKPOINTS = ROOT / "data" / "checkpoints"
 README = ROOT / "data" / "README.md"
+TRAINED = ["char_python_docs", "bpe_stories"]  # folders written by python -m gptlib.train
 
 
-def _readme_section() -> str:
+def _readme_section(name: str) -> str:
     text = README.read_text(encoding="utf-8")
-    match = re.search(r"^## checkpoints/char_python_docs.*?(?=^## |\Z)", text, re.M | re.S)
-    assert match, "data/README.md has no '## checkpoints/char_python_docs' section"
+    match = re.search(rf"^## checkpoints/{name} .*?(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"data/README.md has no '## checkpoints/{name}' section"
     return match.group(0)
 
 
-def _figure(name: str) -> str:
-    match = re.search(rf"\*\*{name}:\*\*\s*`?([^`\n]+)`?", _readme_section())
-    assert match, f"data/README.md's checkpoint section does not state the {name}"
+def _figure(checkpoint: str, name: str) -> str:
+    match = re.search(rf"\*\*{name}:\*\*\s*`?([^`\n]+)`?", _readme_section(checkpoint))
+    assert match, f"data/README.md's section on {checkpoint} does not state the {name}"
     return match.group(1).strip()
 
 
-def test_checkpoint_folder_is_small_and_complete() -> None:
-    names = {path.name for path in CHECKPOINT.iterdir()}
+@pytest.mark.parametrize("name", TRAINED)
+def test_checkpoint_folder_is_small_and_complete(name: str) -> None:
+    folder = CHECKPOINTS / name
+    names = {path.name for path in folder.iterdir()}
     expected = {"config.json", "model.safetensors", "tokenizer.json", "train_config.json",
                 "history.json", "command.json"}  # fmt: skip
     assert names == expected, f"unexpected files {names ^ expected}"
-    size = sum(path.stat().st_size for path in CHECKPOINT.iterdir())
+    size = sum(path.stat().st_size for path in folder.iterdir())
     assert size < 5_000_000, f"the checkpoint is {size / 1e6:.1f} MB; keep it to a few MB"
 
 
-def test_readme_gives_the_command_steps_and_loss_of_the_files() -> None:
-    command = json.loads((CHECKPOINT / "command.json").read_text())["command"]
-    assert _figure("Command") == command
-    history = json.loads((CHECKPOINT / "history.json").read_text())
-    assert int(_figure("Steps").split()[0].replace(",", "")) == history["steps"][-1]
-    assert float(_figure("Final validation loss").split()[0]) == pytest.approx(
+@pytest.mark.parametrize("name", TRAINED)
+def test_readme_gives_the_command_steps_and_loss_of_the_files(name: str) -> None:
+    folder = CHECKPOINTS / name
+    command = json.loads((folder / "command.json").read_text())["command"]
+    assert _figure(name, "Command") == command
+    history = json.loads((folder / "history.json").read_text())
+    assert int(_figure(name, "Steps").split()[0].replace(",", "")) == history["steps"][-1]
+    assert float(_figure(name, "Final validation loss").split()[0]) == pytest.approx(
         history["val_loss"][-1], abs=5e-4
     )
 
 
-def test_validation_loss_matches_the_readme() -> None:
-    model = GPT.load(CHECKPOINT)
-    _, tokenizer, _ = load_checkpoint(CHECKPOINT)
-    run = json.loads((CHECKPOINT / "train_config.json").read_text())
-    text = load_corpus("python-docs")
+@pytest.mark.parametrize("name", TRAINED)
+def test_validation_loss_matches_the_readme(name: str) -> None:
+    folder = CHECKPOINTS / name
+    model = GPT.load(folder)
+    _, tokenizer, _ = load_checkpoint(folder)
+    run = json.loads((folder / "train_config.json").read_text())
+    text = load_corpus(json.loads((folder / "command.json").read_text())["corpus"])
     try:
         ids = torch.tensor(tokenizer.encode(text))
     except ValueError as err:
@@ -65,4 +72,4 @@ def test_validation_loss_matches_the_readme() -> None:
     # The same fixed batches that training evaluated on: seed + 1, eval_batches of batch_size.
     loss = evaluate(model, val_ids, run["batch_size"], model.config.block_size,
                     n_batches=run["eval_batches"], seed=run["seed"] + 1)  # fmt: skip
-    assert loss == pytest.approx(float(_figure("Final validation loss").split()[0]), abs=0.02)
+    assert loss == pytest.approx(float(_figure(name, "Final validation loss").split()[0]), abs=0.02)
