@@ -122,22 +122,48 @@ def _evaluate(
     seed: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """The hidden labeler's mean score and share of perfect responses, the RM score, and the
-    sampled KL to the SFT model, on one response per held-out instruction."""
+    """The hidden labeler's mean score, share of perfect responses and mean of each criterion,
+    the RM score, and the sampled KL to the SFT model, on one response per instruction."""
     labeler = Labeler()
     rollout, texts = respond(
         policy, tokenizer, instructions, seed=seed, max_new_tokens=args.max_new_tokens
     )
     scores = [labeler.score(i, t) for i, t in zip(instructions, texts, strict=True)]
+    criteria: dict[str, list[float]] = {}
+    for instruction, text in zip(instructions, texts, strict=True):
+        for name, value in labeler.criteria(instruction, text).items():
+            criteria.setdefault(name, []).append(value)
     with torch.no_grad():
         rm_score = sequence_scores(rm, rollout.idx, rollout.last).mean()
     return {
         "labeler": sum(scores) / len(scores),
         "perfect": sum(s == 1.0 for s in scores) / len(scores),
+        "criteria": {name: sum(v) / len(v) for name, v in criteria.items()},
         "rm_score": float(rm_score),
         "kl": float(sampled_kl(policy, sft, rollout).mean()),
         "samples": [f"{i.text} -> {t}" for i, t in zip(instructions[:8], texts, strict=False)],
     }
+
+
+def _best_of_n(
+    sft: GPT, rm: Any, tokenizer: Any, instructions: list[Instruction], seed: int, args: Any
+) -> dict[str, float]:
+    """Labeler score of the response the RM likes best among the first n of 16 samples."""
+    labeler, n_max = Labeler(), 16
+    rollout, texts = respond(
+        sft, tokenizer, instructions, n_max, seed + 1, max_new_tokens=args.max_new_tokens
+    )
+    with torch.no_grad():
+        rm_scores = sequence_scores(rm, rollout.idx, rollout.last).view(-1, n_max)
+    result = {}
+    for n in (1, 2, 4, 8, 16):
+        best = rm_scores[:, :n].argmax(dim=1).tolist()
+        picked = [
+            labeler.score(i, texts[g * n_max + b])
+            for g, (i, b) in enumerate(zip(instructions, best, strict=True))
+        ]
+        result[str(n)] = sum(picked) / len(picked)
+    return result
 
 
 def _one_seed(base: GPT, tokenizer: Any, seed: int, args: argparse.Namespace, out: Path) -> dict:
@@ -187,6 +213,7 @@ def _one_seed(base: GPT, tokenizer: Any, seed: int, args: argparse.Namespace, ou
     eval_instructions = make_instructions(args.eval_prompts, seed=9000 + seed)
     evaluate = lambda policy: _evaluate(policy, sft, rm, tokenizer, eval_instructions, seed, args)  # noqa: E731
     result["eval"] = {"base": evaluate(base), "sft": evaluate(sft)}
+    result["best_of_n"] = _best_of_n(sft, rm, tokenizer, eval_instructions, seed, args)
     if save:
         sft.save(out / f"seed{seed}" / "sft")
         rm.save(out / f"seed{seed}" / "reward_model")

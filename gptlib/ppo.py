@@ -170,11 +170,11 @@ def ppo_value_loss(
 class PPOConfig:
     """Settings of `ppo`; InstructGPT's values (Ouyang et al. 2022, App. C) where they apply."""
 
-    steps: int = 30  # rollouts, each followed by `epochs` passes of minibatch updates
+    steps: int = 60  # rollouts, each followed by `epochs` passes of minibatch updates
     batch_size: int = 64  # episodes (prompts) per rollout
     minibatch_size: int = 32
     epochs: int = 2
-    lr: float = 3e-4  # policy learning rate
+    lr: float = 2e-4  # policy learning rate
     value_lr: float = 3e-4
     beta: float = 0.02  # KL coefficient β (InstructGPT: 0.02)
     clip: float = 0.2  # ε of the clipped objective (InstructGPT: 0.2)
@@ -238,7 +238,6 @@ def ppo(
     if not prompts:
         raise ValueError("prompts must be a non-empty list of token-id lists")
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
     for model in (policy, reference, reward, value):
         model.eval()
     policy_opt = policy.configure_optimizer(config.lr, 0.0, (0.9, 0.95))

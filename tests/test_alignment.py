@@ -280,6 +280,8 @@ def test_command_line_runs_every_stage(tmp_path) -> None:
     for name in ("base", "sft"):
         assert 0.0 <= seed["eval"][name]["labeler"] <= 1.0
     assert seed["eval"]["sft"]["kl"] == pytest.approx(0.0, abs=1e-4)
+    assert set(seed["best_of_n"]) == {"1", "2", "4", "8", "16"}
+    assert set(seed["eval"]["sft"]["criteria"]) >= {"mentions", "length", "fluent"}
     for name in ("sft", "ppo_beta0", "ppo_beta0.5", "dpo"):
         GPT.load(out / "seed3" / name)
     assert SequenceClassifier.load(out / "seed3" / "reward_model").head.out_features == 1
