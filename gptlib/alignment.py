@@ -32,16 +32,23 @@ __all__ = [
     "generate_responses",
     "main",
     "normalise_scores",
+    "optimizer_step",
     "pairwise_accuracy",
     "pairwise_loss",
     "reward_model",
-    "sequence_logprobs",
     "sampled_kl",
+    "sequence_logprobs",
     "sequence_scores",
     "token_logprobs",
     "train_dpo",
     "train_reward_model",
 ]
+
+
+def _last_positions(response_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's last True entry of a (B, T) mask."""
+    positions = torch.arange(response_mask.size(1), device=response_mask.device)
+    return (positions * response_mask).amax(dim=1)
 
 
 def _check_rows(idx: torch.Tensor, response_mask: torch.Tensor) -> None:
@@ -95,7 +102,10 @@ def sampled_kl(policy: GPT, reference: GPT, rollout: Rollout) -> torch.Tensor:
 
 @dataclass
 class Rollout:
-    """Prompts with sampled responses, right-padded into one batch."""
+    """Prompts with sampled responses, right-padded into one batch (`generate_responses`).
+
+    Taught in the InstructGPT chapter.
+    """
 
     idx: torch.Tensor  # (B, T) prompt, response, then padding
     response_mask: torch.Tensor  # (B, T) True at response tokens, the end-of-text included
@@ -104,8 +114,7 @@ class Rollout:
     @property
     def last(self) -> torch.Tensor:
         """(B,) position of each row's last response token, where the reward model reads."""
-        positions = torch.arange(self.idx.size(1), device=self.idx.device)
-        return (positions * self.response_mask).amax(dim=1)
+        return _last_positions(self.response_mask)
 
     def responses(self, eos_id: int | None = None) -> list[list[int]]:
         """Each row's response ids, without the end-of-text token `eos_id`."""
@@ -215,7 +224,12 @@ def reward_model(gpt: GPT) -> SequenceClassifier:
 def sequence_scores(
     model: SequenceClassifier, idx: torch.Tensor, last: torch.Tensor
 ) -> torch.Tensor:
-    """The scalar head's score of each row, read at position `last` (B,): shape (B,)."""
+    """The scalar head's score of each row, read at position `last` (B,): shape (B,).
+
+    Taught in the InstructGPT chapter. For a reward model, `last` is each row's last response
+    token (`Rollout.last`), where the whole prompt and response are in view. Raises ValueError
+    for a head with more than one output.
+    """
     if model.head.out_features != 1:
         raise ValueError(f"need a scalar head (n_classes=1), got {model.head.out_features}")
     return model(ClassifierBatch(idx, last, torch.full_like(idx, -1))).logits.squeeze(-1)
@@ -250,7 +264,11 @@ def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Ten
 
 @dataclass
 class Comparisons:
-    """Ranked responses: sequences grouped by prompt, and (chosen, rejected) pairs of them."""
+    """Ranked responses: sequences grouped by prompt, and (chosen, rejected) pairs of them.
+
+    Taught in the InstructGPT chapter; `gptlib.instructions.label_comparisons` makes them from
+    a labeler's rankings. The reward model and DPO learn from the same object.
+    """
 
     idx: torch.Tensor  # (N, T) prompt + response rows, right-padded
     response_mask: torch.Tensor  # (N, T)
@@ -260,7 +278,7 @@ class Comparisons:
     @property
     def last(self) -> torch.Tensor:
         """(N,) position of each row's last response token."""
-        return Rollout(self.idx, self.response_mask, self.group).last
+        return _last_positions(self.response_mask)
 
     def subset(self, groups: torch.Tensor) -> Comparisons:
         """The rows and pairs of the given prompts only (e.g. a train/test split by prompt)."""
@@ -281,7 +299,11 @@ def _scores_of_rows(
 
 
 def pairwise_accuracy(model: SequenceClassifier, data: Comparisons) -> float:
-    """Share of pairs whose chosen response the reward model scores higher (0.5 = chance)."""
+    """Share of pairs whose chosen response the reward model scores higher (0.5 = chance).
+
+    Taught in the InstructGPT chapter, on comparisons the reward model was not trained on.
+    Raises ValueError when `data` holds no pairs.
+    """
     if len(data.pairs) == 0:
         raise ValueError("these comparisons hold no pairs to score; rank more responses")
     was_training = model.training
@@ -290,6 +312,19 @@ def pairwise_accuracy(model: SequenceClassifier, data: Comparisons) -> float:
         scores = _scores_of_rows(model, data, torch.arange(len(data.idx)))
     model.train(was_training)
     return float((scores[data.pairs[:, 0]] > scores[data.pairs[:, 1]]).float().mean())
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    model: torch.nn.Module,
+    max_norm: float = 1.0,
+) -> None:
+    """One update: gradients of `loss`, clipped to global norm `max_norm`, then `optimizer.step()`."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
 
 
 def train_reward_model(
@@ -304,8 +339,9 @@ def train_reward_model(
 
     Taught in the InstructGPT chapter. Each step takes `prompts_per_batch` prompts and every
     pair of their rankings, scoring each response once: InstructGPT puts all C(K, 2) pairs of a
-    prompt in one batch element, which avoids overfitting to pairs seen in several epochs and
-    is K times cheaper than scoring each pair on its own (Ouyang et al. 2022, §3.5).
+    prompt in one batch element, which needs one forward pass per response instead of one per
+    pair, and stops the overfitting it saw when the pairs of a prompt were shuffled apart
+    (Ouyang et al. 2022, §3.5).
     """
     generator = torch.Generator().manual_seed(seed)
     groups = data.group[data.pairs[:, 0]].unique()
@@ -317,10 +353,7 @@ def train_reward_model(
         pairs = data.pairs[torch.isin(data.group[data.pairs[:, 0]], chosen)]
         scores = _scores_of_rows(model, data, pairs.flatten().unique())
         loss = pairwise_loss(scores[pairs[:, 0]], scores[pairs[:, 1]])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, loss, model)
         losses.append(loss.item())
     return losses
 
@@ -377,10 +410,7 @@ def train_dpo(
         logps = sequence_logprobs(policy, data.idx[rows], data.response_mask[rows]).view(-1, 2)
         ref = ref_logps[rows].view(-1, 2)
         loss, chosen, rejected = dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, loss, policy)
         history["loss"].append(loss.item())
         history["accuracy"].append(float((chosen > rejected).float().mean()))
     return history

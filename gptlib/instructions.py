@@ -110,7 +110,7 @@ def make_instructions(n: int, seed: int = 0, kinds: Sequence[str] = KINDS) -> li
 
     Taught in the InstructGPT chapter. The same (n, seed, kinds) always gives the same list;
     use different seeds for the SFT, reward-model, RL and evaluation prompts, as InstructGPT
-    kept separate prompt sets for each stage (Ouyang et al. 2022, §3.2, Table 6).
+    kept separate prompt sets for each stage (Ouyang et al. 2022, §3.2).
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")

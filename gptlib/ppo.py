@@ -28,7 +28,13 @@ from typing import Any
 
 import torch
 
-from .alignment import Rollout, generate_responses, sequence_scores, token_logprobs
+from .alignment import (
+    Rollout,
+    generate_responses,
+    optimizer_step,
+    sequence_scores,
+    token_logprobs,
+)
 from .finetune import SequenceClassifier
 from .model import GPT
 
@@ -284,14 +290,8 @@ def ppo(
                     mask[rows],
                     config.value_clip,
                 )
-                for loss, model, optimizer in (
-                    (policy_loss, policy, policy_opt),
-                    (value_loss, value, value_opt),
-                ):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
+                optimizer_step(policy_opt, policy_loss, policy)
+                optimizer_step(value_opt, value_loss, value)
                 losses["policy"].append(policy_loss.item())
                 losses["value"].append(value_loss.item())
                 losses["clip"].append(clip_fraction.item())

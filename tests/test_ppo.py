@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from test_alignment import EOS, tiny_gpt
 
-from gptlib import GPT, GPTConfig
 from gptlib.alignment import Comparisons, generate_responses, reward_model, train_reward_model
 from gptlib.ppo import (
     PPOConfig,
@@ -15,16 +15,6 @@ from gptlib.ppo import (
     token_values,
     value_model,
 )
-
-EOS = 7
-
-
-def tiny_gpt(seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig.from_preset(
-        "gpt2", n_layer=2, n_head=2, n_embd=16, block_size=24, vocab_size=8, dropout=0.0
-    )
-    return GPT(config).eval()
 
 
 def test_kl_penalised_rewards_add_the_score_at_the_last_token() -> None:
