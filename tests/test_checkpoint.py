@@ -13,6 +13,7 @@ import torch
 
 from gptlib import GPT
 from gptlib.data import load_corpus, split
+from gptlib.finetune import SequenceClassifier
 from gptlib.train import evaluate, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +74,39 @@ def test_validation_loss_matches_the_readme(name: str) -> None:
     loss = evaluate(model, val_ids, run["batch_size"], model.config.block_size,
                     n_batches=run["eval_batches"], seed=run["seed"] + 1)  # fmt: skip
     assert loss == pytest.approx(float(_figure(name, "Final validation loss").split()[0]), abs=0.02)
+
+
+INSTRUCT = CHECKPOINTS / "instruct_stories"  # written by python -m gptlib.alignment
+
+
+def instruct_table(results: dict) -> str:
+    """The per-seed table of data/README.md, made from results.json."""
+    lines = [
+        "| seed | base | SFT | RM accuracy (held out) | best of 8 | PPO β = 0 | PPO β = 0.1 | DPO |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for seed, run in results["seeds"].items():
+        cells = [seed, f"{run['eval']['base']['labeler']:.3f}", f"{run['eval']['sft']['labeler']:.3f}",
+                 f"{run['rm']['accuracy_test']:.3f}", f"{run['best_of_n']['8']:.3f}"]  # fmt: skip
+        for result in (run["ppo"]["0"], run["ppo"]["0.1"], run["dpo"]):
+            e = result["eval"]
+            cells.append(f"{e['labeler']:.3f} (KL {e['kl']:.1f}, RM {e['rm_score']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def test_instruct_checkpoint_is_small_and_matches_the_readme() -> None:
+    results = json.loads((INSTRUCT / "results.json").read_text())
+    assert _figure("instruct_stories", "Command") == results["command"]
+    assert instruct_table(results) in _readme_section("instruct_stories")
+    size = sum(path.stat().st_size for path in INSTRUCT.rglob("*") if path.is_file())
+    assert size < 5_000_000, f"the checkpoint is {size / 1e6:.1f} MB; keep it to a few MB"
+    for seed in results["settings"]["save_models"]:
+        folder = INSTRUCT / f"seed{seed}"
+        for name in (
+            "sft",
+            "dpo",
+            *(f"ppo_beta{beta}" for beta in results["seeds"][str(seed)]["ppo"]),
+        ):
+            assert GPT.load(folder / name).config == GPT.load(CHECKPOINTS / "bpe_stories").config
+        assert SequenceClassifier.load(folder / "reward_model").head.out_features == 1
