@@ -146,7 +146,12 @@ def generate_responses(
         members = [i for i, p in enumerate(prompts) if len(p) == length]
         idx = torch.tensor([list(prompts[i]) for i in members], device=device)
         out = model.generate(
-            idx, max_new_tokens, temperature, top_k, generator=generator, eos_token_id=eos_id
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            eos_token_id=eos_id,
         )
         for i, row in zip(members, out, strict=True):
             response = row[length:]
