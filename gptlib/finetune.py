@@ -11,16 +11,21 @@ framed by new start, delimiter and extract tokens (§3.3, Figure 1).
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .loss import cross_entropy_loss
-from .model import GPT
+from .model import GPT, _atomic_write
+
+HEAD_FILE, HEAD_CONFIG_FILE = "head.safetensors", "head.json"
 
 __all__ = ["ClassifierBatch", "ClassifierOutput", "SequenceClassifier", "collate", "gpt1_input"]
 
@@ -112,6 +117,9 @@ class SequenceClassifier(nn.Module):
     Both losses are `gptlib.loss.cross_entropy_loss`: a label or LM target of -100 or -1 is
     ignored, and a batch whose LM targets are all ignored (inputs of only special tokens) has
     an LM loss of zero that keeps the graph, never NaN.
+    `n_classes=1` makes the head a single score, as InstructGPT's reward model replaces the
+    unembedding by a scalar head (Ouyang et al. 2022, §3.5); such a head has no class labels
+    and is trained with `gptlib.alignment.pairwise_loss` instead (the InstructGPT chapter).
     """
 
     def __init__(
@@ -121,9 +129,13 @@ class SequenceClassifier(nn.Module):
         if not isinstance(gpt, GPT):
             raise TypeError(f"gpt must be a gptlib GPT model, got {type(gpt).__name__}")
         if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral):
-            raise TypeError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+            raise TypeError(
+                f"n_classes must be an integer >= 1 (1: a scalar score), got {n_classes!r}"
+            )
+        if n_classes < 1:
+            raise ValueError(
+                f"n_classes must be an integer >= 1 (1: a scalar score), got {n_classes!r}"
+            )
         for name, value, upper in (("lm_weight (λ)", lm_weight, math.inf), ("dropout", dropout, 1)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name} must be a number, got {value!r}")
@@ -154,6 +166,11 @@ class SequenceClassifier(nn.Module):
         logits = self.head(self.dropout(last))
         if batch.labels is None:
             return ClassifierOutput(logits)
+        if logits.size(-1) == 1:
+            raise ValueError(
+                "a scalar head (n_classes=1) has no class labels to fit; leave labels out and "
+                "train its scores with a loss of their own, e.g. gptlib.alignment.pairwise_loss"
+            )
         task_loss = cross_entropy_loss(logits, batch.labels)
         lm_loss = cross_entropy_loss(lm_logits, batch.lm_targets)
         return ClassifierOutput(logits, task_loss + self.lm_weight * lm_loss, task_loss, lm_loss)
@@ -166,3 +183,36 @@ class SequenceClassifier(nn.Module):
         classes = self(batch).logits.argmax(dim=-1)
         self.train(was_training)
         return classes
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the GPT (`GPT.save`), then path/head.safetensors and path/head.json (no pickle)."""
+        from safetensors.torch import save_file
+
+        path = self.gpt.save(path)
+        state = {name: t.detach().contiguous().cpu() for name, t in self.head.state_dict().items()}
+        _atomic_write(path / HEAD_FILE, lambda tmp: save_file(state, tmp))
+        settings = {
+            "n_classes": self.head.out_features,
+            "lm_weight": self.lm_weight,
+            "dropout": self.dropout.p,
+        }
+        _atomic_write(
+            path / HEAD_CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(settings))
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SequenceClassifier:
+        """Load a classifier written by `save`, in eval mode."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        for name in (HEAD_FILE, HEAD_CONFIG_FILE):
+            if not (path / name).is_file():
+                raise FileNotFoundError(
+                    f"{path / name} is missing; a classifier folder is written by "
+                    "SequenceClassifier.save (a GPT.save folder has no head)"
+                )
+        model = cls(GPT.load(path), **json.loads((path / HEAD_CONFIG_FILE).read_text()))
+        model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        return model.eval()

@@ -32,11 +32,16 @@ from training_helpers import (
 from gptlib import GPT
 from gptlib import checkpoint as ckpt
 from gptlib.data import load_corpus, split
+from gptlib.finetune import SequenceClassifier
 from gptlib.train import evaluate, load_checkpoint, train
 from gptlib.train import main as train_main
 
 README = ROOT / "data" / "README.md"
-CORPUS = {"char_python_docs": "python-docs", "bpe_code_tasks": "code-tasks"}  # checkpoint: corpus
+CORPUS = {
+    "char_python_docs": "python-docs",
+    "bpe_code_tasks": "code-tasks",
+    "bpe_stories": "stories",
+}
 CHECKPOINTS = list(CORPUS)
 
 
@@ -217,3 +222,41 @@ def test_a_fresh_start_accepts_a_folder_whose_first_save_was_killed(stories, tmp
           tiny_config(**KILL_RUN), out, progress=False)  # fmt: skip
     assert "removed an unfinished checkpoint" in capfd.readouterr().err
     assert ckpt.verify(out)["step"] == 4
+
+
+# ---------------------------------------------------------------------- the alignment record
+INSTRUCT = ROOT / "data" / "checkpoints" / "instruct_stories"  # by python -m gptlib.alignment
+
+
+def instruct_table(results: dict) -> str:
+    """The per-seed table of data/README.md, made from results.json."""
+    lines = [
+        "| seed | base | SFT | RM accuracy (held out) | best of 8 | PPO β = 0 | PPO β = 0.1 | DPO |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for seed, run in results["seeds"].items():
+        cells = [seed, f"{run['eval']['base']['labeler']:.3f}", f"{run['eval']['sft']['labeler']:.3f}",
+                 f"{run['rm']['accuracy_test']:.3f}", f"{run['best_of_n']['8']:.3f}"]  # fmt: skip
+        for result in (run["ppo"]["0"], run["ppo"]["0.1"], run["dpo"]):
+            e = result["eval"]
+            cells.append(f"{e['labeler']:.3f} (KL {e['kl']:.1f}, RM {e['rm_score']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def test_instruct_checkpoint_is_small_and_matches_the_readme() -> None:
+    results = json.loads((INSTRUCT / "results.json").read_text())
+    assert _figure("Command", "instruct_stories") == results["command"]
+    assert instruct_table(results) in _readme_section("instruct_stories")
+    size = sum(path.stat().st_size for path in INSTRUCT.rglob("*") if path.is_file())
+    assert size < 5_000_000, f"the checkpoint is {size / 1e6:.1f} MB; keep it to a few MB"
+    base = GPT.load(ROOT / "data" / "checkpoints" / "bpe_stories").config
+    for seed in results["settings"]["save_models"]:
+        folder = INSTRUCT / f"seed{seed}"
+        for name in (
+            "sft",
+            "dpo",
+            *(f"ppo_beta{beta}" for beta in results["seeds"][str(seed)]["ppo"]),
+        ):
+            assert GPT.load(folder / name).config == base
+        assert SequenceClassifier.load(folder / "reward_model").head.out_features == 1

@@ -116,7 +116,7 @@ def test_predict_keeps_the_training_mode_and_learns_a_separable_task() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="n_classes"):
-        SequenceClassifier(tiny_gpt(), n_classes=1)
+        SequenceClassifier(tiny_gpt(), n_classes=0)
     with pytest.raises(ValueError, match="lm_weight"):
         SequenceClassifier(tiny_gpt(), n_classes=2, lm_weight=-1.0)
 
@@ -161,3 +161,28 @@ def test_bad_classifier_settings_are_named(kwargs, error, message) -> None:
         SequenceClassifier(tiny_gpt(), **kwargs)
     with pytest.raises(TypeError, match="gptlib GPT"):
         SequenceClassifier(torch.nn.Linear(2, 2), n_classes=2)
+
+
+def test_scalar_head_scores_each_row_and_refuses_labels() -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=1, lm_weight=0.0, dropout=0.0).eval()
+    batch = collate([[START, 1, 2, EXTRACT], [START, 3, EXTRACT]])
+    scores = model(batch).logits
+    assert scores.shape == (2, 1)
+    alone = model(collate([[START, 3, EXTRACT]])).logits
+    torch.testing.assert_close(scores[1], alone[0])  # padding after the last token changes nothing
+    batch.labels = torch.tensor([0, 0])
+    with pytest.raises(ValueError, match="scalar head"):
+        model(batch)
+
+
+def test_save_and_load_keep_the_head(tmp_path) -> None:
+    model = SequenceClassifier(tiny_gpt(), n_classes=1, lm_weight=0.0, dropout=0.0).eval()
+    torch.nn.init.normal_(model.head.weight)
+    batch = collate([[START, 1, 2, EXTRACT]])
+    model.save(tmp_path / "rm")
+    loaded = SequenceClassifier.load(tmp_path / "rm")
+    assert loaded.head.out_features == 1 and loaded.lm_weight == 0.0 and not loaded.training
+    torch.testing.assert_close(loaded(batch).logits, model(batch).logits)
+    tiny_gpt().save(tmp_path / "plain")
+    with pytest.raises(FileNotFoundError, match="SequenceClassifier.save"):
+        SequenceClassifier.load(tmp_path / "plain")
