@@ -84,7 +84,13 @@ class CausalSelfAttention(Float32Buffers):
         self.scale = 1.0 / math.sqrt(self.head_dim) if config.attention_scale else 1.0
         self.dropout = config.dropout
         self.rotary = (
-            Rotary(config.rotary_dim, config.rotary_base, config.rotary_pairing)
+            Rotary(
+                config.rotary_dim,
+                config.rotary_base,
+                config.rotary_pairing,
+                config.rotary_scaling,
+                config.rotary_scaling_factor,
+            )
             if config.position == "rotary"
             else None
         )

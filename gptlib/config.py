@@ -19,6 +19,7 @@ NORMS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("post", "pre", "parallel")
 POSITIONS = ("learned", "sinusoidal", "rotary", "alibi", "none")
 ROTARY_PAIRINGS = ("half", "interleaved")
+ROTARY_SCALINGS = ("none", "linear", "ntk")  # see gptlib.positional.rotary_frequencies
 ATTENTION_LAYOUTS = ("dense", "local", "strided")
 MLP_TYPES = ("mlp", "swiglu", "moe")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
@@ -26,14 +27,21 @@ INIT_SCHEMES = ("normal", "gpt2", "gpt-j", "gpt-neox")
 
 # The version of the config.json that `GPT.save` writes. Format 1 is every file written before
 # versions were recorded (it has no "format_version" key); format 2 added the keys below and
-# the field `scale_embeddings`.
-CONFIG_FORMAT = 2
+# the field `scale_embeddings`; format 3 the rotary scaling and the mixture-of-experts training
+# fields (`rotary_scaling`, `rotary_scaling_factor`, `capacity_factor`, `router_aux_loss_coef`).
+CONFIG_FORMAT = 3
 # Keys of a saved config.json that are not GPTConfig fields: the format version and the sha256
 # of the model.safetensors written beside it.
 FILE_KEYS = ("format_version", "model_sha256")
 # Each field added after format 1: (the format that added it, the value that reproduces how
 # older files were computed). Only a file older than that format may leave the field out.
-ADDED_FIELDS: dict[str, tuple[int, Any]] = {"scale_embeddings": (2, False)}
+ADDED_FIELDS: dict[str, tuple[int, Any]] = {
+    "scale_embeddings": (2, False),
+    "rotary_scaling": (3, "none"),
+    "rotary_scaling_factor": (3, 1.0),
+    "capacity_factor": (3, None),
+    "router_aux_loss_coef": (3, 0.0),
+}
 
 
 # ---------------------------------------------------------------------- checks of one value
@@ -85,12 +93,18 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "rotary_fraction": lambda n, v: _real(n, v, "in (0, 1]", lambda x: 0 < x <= 1),
     "rotary_pairing": lambda n, v: _choice(n, v, ROTARY_PAIRINGS),
     "rotary_base": lambda n, v: _real(n, v, "> 1 (usually 10000)", lambda x: x > 1),
+    "rotary_scaling": lambda n, v: _choice(n, v, ROTARY_SCALINGS),
+    "rotary_scaling_factor": lambda n, v: _real(n, v, ">= 1 (1: no scaling)", lambda x: x >= 1),
     "window_size": lambda n, v: _integer(n, v, optional=True),
     "sparse_stride": lambda n, v: _integer(n, v, optional=True),
     "mlp": lambda n, v: _choice(n, v, MLP_TYPES),
     "activation": lambda n, v: _choice(n, v, ACTIVATIONS),
     "n_experts": lambda n, v: _integer(n, v, minimum=0),
     "n_experts_per_token": _integer,
+    "capacity_factor": lambda n, v: (
+        None if v is None else _real(n, v, "> 0 (such as 1.25) or None", lambda x: x > 0)
+    ),
+    "router_aux_loss_coef": lambda n, v: _real(n, v, ">= 0 (such as 0.01)", lambda x: x >= 0),
     "init": lambda n, v: _choice(n, v, INIT_SCHEMES),
     "init_std": lambda n, v: _real(n, v, "> 0 (such as 0.02)", lambda x: x > 0),
     "dropout": lambda n, v: _real(n, v, "in [0, 1)", lambda x: 0 <= x < 1),
@@ -151,6 +165,11 @@ class GPTConfig:
     rotary_fraction: float = 1.0  # share of each head's dimensions that is rotated
     rotary_pairing: str = "half"  # "half": NeoX/Llama rotate_half; "interleaved": GPT-J pairs
     rotary_base: float = 10000.0
+    # Stretch the rotary frequencies for a longer context than trained: "linear" (position
+    # interpolation) or "ntk" (NTK-aware base change) by rotary_scaling_factor; see
+    # gptlib.positional.rotary_frequencies.
+    rotary_scaling: str = "none"
+    rotary_scaling_factor: float = 1.0
     # attention
     attention_pattern: tuple[str, ...] = ("dense",)  # cycled over layers: layer i uses [i % len]
     window_size: int | None = (
@@ -163,6 +182,11 @@ class GPTConfig:
     activation: str = "gelu_tanh"
     n_experts: int = 0  # mlp="moe": experts per layer
     n_experts_per_token: int = 2  # mlp="moe": top-k routing
+    # mlp="moe", training only: each expert takes at most capacity_factor x its even share of
+    # a batch's assignments, the rest are dropped (Fedus et al. 2021, §2.2); None: no limit.
+    capacity_factor: float | None = None
+    # mlp="moe", training only: weight of the load-balancing loss added to GPT's loss.
+    router_aux_loss_coef: float = 0.0
     # biases, head, initialisation, regularisation
     qkv_bias: bool = True
     attn_out_bias: bool = True
@@ -235,6 +259,22 @@ class GPTConfig:
             )
         if self.shared_norm and self.norm_placement != "parallel":
             raise ValueError("shared_norm=True only makes sense with norm_placement='parallel'")
+        if self.rotary_scaling != "none" and self.position != "rotary":
+            raise ValueError(
+                f"rotary_scaling={self.rotary_scaling!r} scales rotary positions, but "
+                f"position={self.position!r}; use position='rotary' or rotary_scaling='none'"
+            )
+        if self.rotary_scaling == "none" and self.rotary_scaling_factor != 1:
+            raise ValueError(
+                f"rotary_scaling_factor={self.rotary_scaling_factor} has no effect with "
+                "rotary_scaling='none'; choose rotary_scaling='linear' or 'ntk'"
+            )
+        if self.rotary_scaling == "ntk" and self.rotary_dim < 4:
+            raise ValueError("rotary_scaling='ntk' needs at least 4 rotated dimensions per head")
+        moe_only = {"capacity_factor": None, "router_aux_loss_coef": 0.0}
+        for name, off in moe_only.items():
+            if self.mlp != "moe" and getattr(self, name) != off:
+                raise ValueError(f"{name} only applies to mlp='moe'; leave it at {off}")
 
     # ------------------------------------------------------------------ derived
     @property

@@ -33,7 +33,7 @@ from .config import GPTConfig
 from .hf_configs import resolve_aliases
 from .hf_families import FAMILIES, Checkpoint
 from .model import GPT
-from .positional import Rotary
+from .positional import rotary_frequencies
 
 __all__ = [
     "FAMILIES",
@@ -114,7 +114,12 @@ def check_recomputed(name: str, tensor: torch.Tensor, config: GPTConfig, model_t
         ours, same = "a fill value <= -1e4", tensor.numel() == 1 and float(tensor) <= -1e4
     elif name.endswith("inv_freq"):
         rotary = config.position == "rotary"
-        freq = Rotary(config.rotary_dim, config.rotary_base, config.rotary_pairing).inv_freq
+        freq = (
+            rotary_frequencies(config.rotary_dim, config.rotary_base, config.rotary_scaling,
+                               config.rotary_scaling_factor)
+            if rotary
+            else None
+        )  # fmt: skip
         ours = f"rotary frequencies {freq.tolist()}" if rotary else "no rotary embedding"
         same = rotary and tensor.shape == freq.shape and torch.allclose(tensor.float(), freq, 1e-3)
     else:

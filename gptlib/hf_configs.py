@@ -4,8 +4,8 @@ Taught in notebooks/A_pretrained_weights.ipynb; gptlib/hf_families.py names one 
 functions for each model_type. Every config.json field that changes the numbers is honoured
 or refused by name: a field left out of the file takes transformers' own default for that
 class (as transformers does), a size field must be present, and a value gptlib cannot
-reproduce (an attention scaled per layer, RoPE scaling, quantized weights, a head_dim that
-does not split n_embd, ...) raises ValueError naming it. Dropout and Mixtral's router jitter
+reproduce (an attention scaled per layer, a RoPE scaling other than "linear", quantized
+weights, a head_dim that does not split n_embd, ...) raises ValueError naming it. Dropout and Mixtral's router jitter
 act only in training and are not carried over; fields that only configure training losses,
 generation or tokenizers are not read.
 """
@@ -110,16 +110,22 @@ def _head_dim(hf: dict[str, Any], n_embd: int, n_head: int) -> int:
     return head_dim
 
 
+# RoPE types of transformers that gptlib computes exactly as transformers does -> ours.
+HF_ROPE_TYPES = {"default": "none", "linear": "linear"}
+
+
 def _rope(
     hf: dict[str, Any], theta_key: str, fraction_key: str, theta: float, fraction: float
-) -> tuple[float, float]:
-    """RoPE (base, rotated fraction) read the way the family's transformers config reads them.
+) -> tuple[float, float, dict[str, Any]]:
+    """RoPE (base, rotated fraction, scaling fields) read as the family's transformers code does.
 
     transformers 5 keeps them in rope_parameters; older files use rope_scaling, and the
     top-level theta_key / fraction_key (rope_theta and partial_rotary_factor for Llama, Mistral
     and Mixtral; rotary_emb_base and rotary_pct for GPT-NeoX). A rope_scaling dict replaces
-    rope_parameters, as in transformers. Any RoPE type but "default" (a long-context
-    extension), and a value the family's code would ignore, are refused by name.
+    rope_parameters, as in transformers. rope_type "linear" (position interpolation, every
+    frequency divided by factor) becomes rotary_scaling="linear"; every other long-context
+    type ("dynamic", "yarn", "llama3", ...) and a value the family's code would ignore are
+    refused by name.
     """
     model_type = hf["model_type"]
     rope = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
@@ -135,11 +141,20 @@ def _rope(
             "settings (per-layer RoPE is not implemented in gptlib)"
         )
     kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind != "default":
+    if kind not in HF_ROPE_TYPES:
         raise ValueError(
             f"{model_type} checkpoint uses RoPE scaling {kind!r} (a long-context "
-            "extension); gptlib implements only the default RoPE"
+            f"extension); gptlib implements only the RoPE types {sorted(HF_ROPE_TYPES)}"
         )
+    scaling = {"rotary_scaling": HF_ROPE_TYPES[kind], "rotary_scaling_factor": 1.0}
+    if kind == "linear":
+        factor = rope.get("factor")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
+            raise ValueError(
+                f"{model_type} config.json's linear RoPE scaling has factor={factor!r}; "
+                "transformers needs a number >= 1"
+            )
+        scaling["rotary_scaling_factor"] = float(factor)
     base = rope.get("rope_theta", hf.get(theta_key, theta))
     share = rope.get("partial_rotary_factor", hf.get(fraction_key, fraction))
     # The other family's spellings: transformers' code for this family does not read them.
@@ -151,7 +166,7 @@ def _rope(
                 f"{model_type} code ignores (it uses {used!r}); remove it or move it into "
                 "rope_parameters"
             )
-    return float(base), float(share)
+    return float(base), float(share), scaling
 
 
 def _rotary_fraction(rotary_dim: int, head_dim: int) -> float:
@@ -285,10 +300,11 @@ def neox_config(hf: dict[str, Any]) -> dict[str, Any]:
     tied head."""
     sizes = _sizes(hf, LLAMA_SIZES, "layer_norm_eps", 1e-5)
     head_dim = _head_dim(hf, hf["hidden_size"], hf["num_attention_heads"])
-    base, fraction = _rope(hf, "rotary_emb_base", "rotary_pct", 10000.0, 0.25)
+    base, fraction, scaling = _rope(hf, "rotary_emb_base", "rotary_pct", 10000.0, 0.25)
     bias = _bool(hf, "attention_bias", True)
     return dict(
         sizes,
+        **scaling,
         d_ff=_size(hf, "intermediate_size"),
         activation=_activation(hf, "hidden_act", "gelu"),
         rotary_base=base,
@@ -312,7 +328,9 @@ def llama_config(hf: dict[str, Any]) -> dict[str, Any]:
     mixtral = model_type == "mixtral"
     sizes = _sizes(hf, LLAMA_SIZES, "rms_norm_eps", 1e-5 if mixtral else 1e-6)
     _head_dim(hf, hf["hidden_size"], hf["num_attention_heads"])
-    base, fraction = _rope(hf, "rope_theta", "partial_rotary_factor", 1e6 if mixtral else 1e4, 1.0)
+    base, fraction, scaling = _rope(
+        hf, "rope_theta", "partial_rotary_factor", 1e6 if mixtral else 1e4, 1.0
+    )
     if fraction != 1.0:
         raise ValueError(
             f"{model_type} checkpoint rotates only part of each head (partial_rotary_factor="
@@ -330,6 +348,7 @@ def llama_config(hf: dict[str, Any]) -> dict[str, Any]:
         window = hf.get("sliding_window", None if mixtral else 4096)
     config = dict(
         sizes,
+        **scaling,
         n_kv_head=_or_default(hf, "num_key_value_heads", hf["num_attention_heads"]),
         d_ff=_size(hf, "intermediate_size"),
         activation=_activation(hf, "hidden_act", "silu"),

@@ -21,7 +21,7 @@ from torch import nn
 from . import generation
 from .attention import KVCache, left_padding
 from .config import CONFIG_FORMAT, GPTConfig
-from .layers import Block, make_norm
+from .layers import Block, make_norm, router_aux_loss
 from .loss import cross_entropy_loss
 from .positional import LearnedPositions, SinusoidalPositions
 from .sampling import check_integer
@@ -39,6 +39,8 @@ class GPTOutput:
     # are ignored, a zero that keeps the autograd graph (see cross_entropy_loss)
     loss: torch.Tensor | None = None
     attentions: tuple[torch.Tensor, ...] | None = None  # n_layer x (B, n_head, T, T_keys)
+    # mixture of experts: the mean load-balancing loss of its layers (gptlib.layers.router_aux_loss)
+    aux_loss: torch.Tensor | None = None
 
 
 POSITIONS: dict[str, Callable[[GPTConfig], nn.Module | None]] = {
@@ -104,7 +106,10 @@ class GPT(nn.Module):
         remembers the padding of its first call. logits_to_keep=n returns the logits of the last
         n positions only (generation needs just the last one). Raises TypeError or ValueError
         for idx that is not an integer (B, T) tensor of ids in [0, vocab_size), and for targets
-        of another shape or dtype.
+        of another shape or dtype. A mixture-of-experts model also returns aux_loss, its
+        load-balancing loss; in training mode, loss includes config.router_aux_loss_coef times
+        it (notebooks/13_gpt4_era.ipynb), while in eval mode loss is the language-model loss
+        alone.
         """
         if not isinstance(idx, torch.Tensor):
             raise TypeError(
@@ -147,7 +152,10 @@ class GPT(nn.Module):
             x = x[:, -check_integer("logits_to_keep", logits_to_keep, 1, "an integer >= 1") :]
         logits = self._logits(x)
         loss = None if targets is None else cross_entropy_loss(logits, targets)
-        return GPTOutput(logits, loss, tuple(attentions) if return_attention else None)
+        aux = router_aux_loss(self) if self.config.mlp == "moe" else None
+        if loss is not None and self.training and self.config.router_aux_loss_coef:
+            loss = loss + self.config.router_aux_loss_coef * aux  # Fedus et al. 2021, §2.2
+        return GPTOutput(logits, loss, tuple(attentions) if return_attention else None, aux)
 
     def _positions(
         self,

@@ -1,6 +1,8 @@
-"""Positional information: learned and sinusoidal tables, rotary embeddings, ALiBi slopes.
+"""Positional information: learned and sinusoidal tables, rotary embeddings (with the
+long-context scalings of their frequencies), ALiBi slopes.
 
-Taught in notebooks/05_positional_encodings.ipynb.
+Taught in notebooks/05_positional_encodings.ipynb; the rotary scalings in
+notebooks/13_gpt4_era.ipynb.
 """
 
 from __future__ import annotations
@@ -74,28 +76,68 @@ class SinusoidalPositions(nn.Module):
         return sinusoidal_table(positions, self.n_embd)
 
 
+ROTARY_SCALINGS = ("none", "linear", "ntk")
+
+
+def rotary_frequencies(
+    rotary_dim: int, base: float = 10000.0, scaling: str = "none", factor: float = 1.0
+) -> torch.Tensor:
+    """The angle per position θ_i of each rotated pair i: shape (rotary_dim // 2,), float32.
+
+    "none": θ_i = base^(-2i/rotary_dim) (Su et al. 2021). The two scalings let a model
+    trained at context L read factor·L positions:
+    - "linear", position interpolation (Chen et al. 2023, §2): every θ_i divided by factor,
+      so position m turns as far as position m/factor did in training; this is transformers'
+      rope_type "linear".
+    - "ntk", NTK-aware scaling (Peng et al. 2023, §3): the base becomes
+      base·factor^(rotary_dim/(rotary_dim-2)), which leaves the fastest pair as it was and
+      divides the slowest by exactly factor. (transformers' "dynamic" type recomputes this
+      base from the current length; gptlib keeps it fixed.)
+    Taught in notebooks/13_gpt4_era.ipynb. Raises ValueError for an odd rotary_dim, an
+    unknown scaling, a factor below 1, or "ntk" with rotary_dim 2 (its exponent divides by 0).
+    """
+    if rotary_dim < 2 or rotary_dim % 2:
+        raise ValueError(f"rotary_dim must be even and >= 2, got {rotary_dim}")
+    if scaling not in ROTARY_SCALINGS:
+        raise ValueError(f"scaling={scaling!r} is unknown; use one of {ROTARY_SCALINGS}")
+    if not factor >= 1:
+        raise ValueError(f"factor={factor!r} must be >= 1 (the longer context / the trained one)")
+    if scaling == "ntk":
+        if rotary_dim < 4:
+            raise ValueError("NTK-aware scaling needs rotary_dim >= 4")
+        base = base * factor ** (rotary_dim / (rotary_dim - 2))
+    inv_freq = 1.0 / base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim)
+    return inv_freq / factor if scaling == "linear" else inv_freq
+
+
 class Rotary(Float32Buffers):
     """Rotary position embedding (RoPE, Su et al. 2021) on the first `rotary_dim` dims of a head.
 
     Each pair of dimensions is rotated by the angle position·θ_i with θ_i = base^(-2i/rotary_dim),
     so the dot product of a rotated query and key depends only on their offset.
-    `pairing="interleaved"` rotates adjacent dims (2i, 2i+1) as GPT-J does; `pairing="half"`
+    `scaling` and `factor` stretch the frequencies for a context longer than the one trained on
+    (see `rotary_frequencies`). `pairing="interleaved"` rotates adjacent dims (2i, 2i+1) as GPT-J does; `pairing="half"`
     rotates dim i with dim i + rotary_dim/2 as GPT-NeoX and Llama do. The two are the same
     rotation up to a permutation of the dimensions. The frequencies and angles stay float32 in a
     bfloat16 or float16 model (see `Float32Buffers`); the rotated q and k return in their dtype.
     """
 
-    def __init__(self, rotary_dim: int, base: float = 10000.0, pairing: str = "half") -> None:
+    def __init__(
+        self,
+        rotary_dim: int,
+        base: float = 10000.0,
+        pairing: str = "half",
+        scaling: str = "none",
+        factor: float = 1.0,
+    ) -> None:
         super().__init__()
-        if rotary_dim % 2:
-            raise ValueError(f"rotary_dim must be even, got {rotary_dim}")
         if pairing not in ("half", "interleaved"):
             raise ValueError(
                 f"pairing={pairing!r} is unknown; use 'half' (GPT-NeoX, Llama) or 'interleaved' (GPT-J)"
             )
         self.rotary_dim = rotary_dim
         self.pairing = pairing
-        inv_freq = 1.0 / base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim)
+        inv_freq = rotary_frequencies(rotary_dim, base, scaling, factor)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

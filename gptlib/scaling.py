@@ -1,14 +1,20 @@
 """Scaling laws: loss against model size (Kaplan et al. 2020), Chinchilla's loss surface and
-compute-optimal frontier (Hoffmann et al. 2022), and the budget C = 6·N·D that links them.
+compute-optimal frontier (Hoffmann et al. 2022), the budget C = 6·N·D that links them, and the
+fit of a power law with an irreducible term that predicts a large run from small ones.
 
 Taught in notebooks/09_gpt3.ipynb; notebooks/01_history.ipynb uses the budget and the rule of
-about 20 tokens per parameter. Constants: Kaplan et al. 2020 §1.2 and Hoffmann et al. 2022
+about 20 tokens per parameter; notebooks/13_gpt4_era.ipynb fits and extrapolates. Constants: Kaplan et al. 2020 §1.2 and Hoffmann et al. 2022
 Eq. 10 (full references in notebooks/references.md). Kaplan's N counts non-embedding parameters
 and its losses are nats per token on WebText2 with the GPT-2 tokenizer; Chinchilla's N counts
 all parameters. Neither set of constants transfers to another tokenizer or data set.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 # Kaplan et al. 2020 §1.2, L(N) = (N_c / N) ** alpha_N
 KAPLAN_ALPHA_N = 0.076
@@ -78,3 +84,77 @@ def optimal_size_for_ratio(
     _check_positive(flops=flops, tokens_per_param=tokens_per_param)
     n_params = (flops / (6.0 * tokens_per_param)) ** 0.5
     return n_params, tokens_per_param * n_params
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y = a·x^b + c: a power law with an irreducible term c (c = 0: a pure power law).
+
+    Call it on x (a number or a NumPy array) to evaluate it. Made by `fit_power_law`.
+    """
+
+    a: float
+    b: float
+    c: float = 0.0
+
+    def __call__(self, x: ArrayLike) -> np.ndarray | float:
+        return self.a * np.asarray(x, dtype=float) ** self.b + self.c
+
+
+def fit_power_law(x: ArrayLike, y: ArrayLike, irreducible: bool = True) -> PowerLaw:
+    """Fit y = a·x^b + c (irreducible=True) or y = a·x^b (False) to points with x, y > 0.
+
+    The GPT-4 report fits the final loss against training compute this way, L(C) = a·C^b + c
+    with an irreducible term c, from runs with up to 10,000x less compute (OpenAI 2023, §3.1,
+    following Henighan et al. 2020); Kaplan et al. 2020 fit pure power laws. The fit
+    minimises the squared error of log y, i.e. relative errors, so every point counts alike
+    whatever its size; c is kept in [0, min y). Needs 3 points with the irreducible term, 2
+    without; with exactly that many the curve passes through them. Taught in
+    notebooks/13_gpt4_era.ipynb. Raises ValueError for mismatched lengths, too few points,
+    or a value that is not positive and finite.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    needed = 3 if irreducible else 2
+    if x.shape != y.shape or len(x) < needed:
+        raise ValueError(
+            f"fit_power_law needs x and y of equal length, at least {needed} points "
+            f"({'a, b and c' if irreducible else 'a and b'}); got {len(x)} and {len(y)}"
+        )
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and x.min() > 0 and y.min() > 0):
+        raise ValueError("fit_power_law needs finite, positive x and y (it fits their logarithms)")
+    scale = float(np.exp(np.log(x).mean()))  # fit on x / scale: a well-conditioned problem
+    log_u, log_y = np.log(x / scale), np.log(y)
+
+    def line(c: float) -> tuple[float, float, float]:
+        """(log a, b, squared error) of the log-log line through y - c."""
+        b, log_a = np.polyfit(log_u, np.log(y - c), 1)
+        error = float(((np.log(np.exp(log_a) * np.exp(b * log_u) + c) - log_y) ** 2).sum())
+        return log_a, b, error
+
+    if not irreducible:
+        log_a, b, _ = line(0.0)
+        return PowerLaw(float(np.exp(log_a) * scale**-b), float(b))
+    # Start from the best of a grid of c, then Gauss-Newton steps on (log a, b, c).
+    grid = y.min() * (1 - np.geomspace(1.0, 1e-4, 200))
+    c = min(grid, key=lambda c: line(c)[2])
+    log_a, b, error = line(c)
+    params = np.array([log_a, b, c])
+    for _ in range(100):
+        power = np.exp(params[0] + params[1] * log_u)
+        model = power + params[2]
+        residual = np.log(model) - log_y
+        jacobian = np.stack([power, power * log_u, np.ones_like(log_u)], axis=1) / model[:, None]
+        step = np.linalg.lstsq(jacobian, -residual, rcond=None)[0]
+        for shrink in 0.5 ** np.arange(20):  # halve the step until the error falls
+            trial = params + shrink * step
+            trial[2] = min(max(trial[2], 0.0), y.min() * (1 - 1e-9))
+            trial_model = np.exp(trial[0] + trial[1] * log_u) + trial[2]
+            trial_error = float(((np.log(trial_model) - log_y) ** 2).sum())
+            if trial_error < error:
+                params, error = trial, trial_error
+                break
+        else:
+            break
+    log_a, b, c = params
+    return PowerLaw(float(np.exp(log_a) * scale**-b), float(b), float(c))

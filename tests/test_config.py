@@ -62,8 +62,13 @@ def test_shrinking_a_preset_keeps_dependent_fields_consistent():
         (dict(mlp="moe", n_experts=1, n_experts_per_token=2), "n_experts_per_token"),
         (dict(shared_norm=True), "shared_norm"),
         (dict(dropout=1.0), "dropout"),
+        (dict(rotary_scaling="linear", rotary_scaling_factor=2.0), "position='learned'"),
+        (dict(position="rotary", rotary_scaling_factor=2.0), "has no effect with rotary_scaling='none'"),
+        (dict(position="rotary", n_head=192, n_embd=384, rotary_scaling="ntk"), "at least 4 rotated"),
+        (dict(capacity_factor=1.25), "capacity_factor only applies to mlp='moe'"),
+        (dict(router_aux_loss_coef=0.01), "router_aux_loss_coef only applies to mlp='moe'"),
     ],
-)
+)  # fmt: skip
 def test_bad_configs_name_the_problem(overrides, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**overrides)
@@ -116,6 +121,12 @@ def test_dict_round_trip_and_unknown_fields():
         (dict(vocab_size=True), TypeError, r"vocab_size=True is a bool"),
         (dict(n_experts=-1), ValueError, r"n_experts=-1 is out of range; n_experts must be an integer >= 0"),
         (dict(n_experts_per_token=0), ValueError, r"n_experts_per_token=0 is out of range"),
+        (dict(rotary_scaling="yarn"), ValueError, r"rotary_scaling='yarn' is unknown; choose one of \('none', 'linear', 'ntk'\)"),
+        (dict(rotary_scaling_factor=0.5), ValueError, r"rotary_scaling_factor=0\.5 is out of range; rotary_scaling_factor must be a finite number >= 1"),
+        (dict(rotary_scaling_factor=float("inf")), ValueError, r"rotary_scaling_factor=inf is out of range"),
+        (dict(capacity_factor=0.0), ValueError, r"capacity_factor=0\.0 is out of range; capacity_factor must be a finite number > 0 \(such as 1\.25\) or None"),
+        (dict(capacity_factor="1.25"), TypeError, r"capacity_factor='1\.25' is a str"),
+        (dict(router_aux_loss_coef=-0.01), ValueError, r"router_aux_loss_coef=-0\.01 is out of range; router_aux_loss_coef must be a finite number >= 0"),
         (dict(norm=None), ValueError, r"norm=None is unknown; choose one of \('layernorm', 'rmsnorm'\)"),
         (dict(init=3), ValueError, r"init=3 is unknown"),
         (dict(extra=[]), TypeError, r"extra=\[\] must be a dict"),
@@ -176,7 +187,24 @@ def test_from_dict_names_a_missing_field_instead_of_defaulting_it():
 
 
 def test_a_field_added_in_a_later_format_is_explicit_about_old_files():
-    assert ADDED_FIELDS == {"scale_embeddings": (2, False)}
+    assert CONFIG_FORMAT == 3
+    assert ADDED_FIELDS == {
+        "scale_embeddings": (2, False),
+        "rotary_scaling": (3, "none"),
+        "rotary_scaling_factor": (3, 1.0),
+        "capacity_factor": (3, None),
+        "router_aux_loss_coef": (3, 0.0),
+    }
+    # Each added field's old value is its default: a model of an older file computes as before.
+    defaults = GPTConfig()
+    assert all(getattr(defaults, name) == old for name, (_, old) in ADDED_FIELDS.items())
+    format_2 = GPTConfig().to_dict()
+    for name in ("rotary_scaling", "rotary_scaling_factor", "capacity_factor",
+                 "router_aux_loss_coef"):  # fmt: skip
+        del format_2[name]
+    assert GPTConfig.from_dict({**format_2, "format_version": 2}) == GPTConfig()
+    with pytest.raises(ValueError, match=r"format 3\) has no field\(s\) \['rotary_scaling'"):
+        GPTConfig.from_dict({**format_2, "format_version": 3})
     old = GPTConfig(scale_embeddings=False).to_dict()
     del old["scale_embeddings"]  # a format 1 file, written before the field existed
     assert GPTConfig.from_dict(old).scale_embeddings is False

@@ -111,6 +111,18 @@ CASES = {
         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
         sliding_window=None, tie_word_embeddings=True, rope_theta=100.0,
     ),
+    # Position interpolation (rope_type "linear"), the one RoPE scaling gptlib honours.
+    "llama-linear-rope-scaling": _case(
+        "LlamaConfig", "LlamaForCausalLM", max_position_embeddings=64, hidden_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+        rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500.0},
+    ),
+    "gpt-neox-linear-rope-scaling-partial": _case(
+        "GPTNeoXConfig", "GPTNeoXForCausalLM", max_position_embeddings=64, hidden_size=64,
+        num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+        rope_parameters={"rope_type": "linear", "factor": 2.5, "rope_theta": 10000.0,
+                         "partial_rotary_factor": 0.5},
+    ),
     "mixtral-tied-top1": _case(
         "MixtralConfig", "MixtralForCausalLM", max_position_embeddings=64, hidden_size=32,
         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4, intermediate_size=48,
@@ -194,6 +206,15 @@ def test_configs_map_onto_the_family_presets(pairs: dict) -> None:
     assert mixtral.window_size == 8
     gpt1 = pairs["gpt1-post-ln"][1].config
     assert (gpt1.norm_placement, gpt1.final_norm, gpt1.tie_embeddings) == ("post", False, True)
+    scaled = pairs["llama-linear-rope-scaling"][1].config
+    assert (scaled.rotary_scaling, scaled.rotary_scaling_factor, scaled.rotary_base) == (
+        "linear",
+        4.0,
+        500.0,
+    )
+    neox = pairs["gpt-neox-linear-rope-scaling-partial"][1].config
+    assert (neox.rotary_scaling, neox.rotary_scaling_factor, neox.rotary_dim) == ("linear", 2.5, 8)
+    assert pairs["llama-gqa"][1].config.rotary_scaling == "none"
 
 
 def test_sliding_window_bounds_the_kv_cache(pairs: dict) -> None:
@@ -292,11 +313,18 @@ def test_unknown_activation_and_rope_scaling_are_named() -> None:
     gpt2 = transformers.GPT2Config(activation_function="quick_gelu").to_dict()
     with pytest.raises(ValueError, match="activation_function='quick_gelu'"):
         hf_config_to_gpt(gpt2)
-    llama = transformers.LlamaConfig(
-        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}
-    ).to_dict()
-    with pytest.raises(ValueError, match="RoPE scaling 'linear'"):
-        hf_config_to_gpt(llama)
+    # Every RoPE type but "default" and "linear" changes the frequencies (or the attention
+    # temperature) in a way gptlib does not reproduce: each is refused by name.
+    for kind in ("dynamic", "yarn", "llama3", "longrope", "proportional"):
+        llama = transformers.LlamaConfig().to_dict()
+        llama["rope_parameters"] = {"rope_type": kind, "factor": 2.0, "rope_theta": 1e4}
+        with pytest.raises(ValueError, match=f"RoPE scaling '{kind}'"):
+            hf_config_to_gpt(llama)
+    for factor in (0.5, None, "2"):
+        llama = transformers.LlamaConfig().to_dict()
+        llama["rope_parameters"] = {"rope_type": "linear", "factor": factor, "rope_theta": 1e4}
+        with pytest.raises(ValueError, match="linear RoPE scaling has factor="):
+            hf_config_to_gpt(llama)
 
 
 def test_an_unreachable_hub_id_says_how_to_use_a_local_folder() -> None:

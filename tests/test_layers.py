@@ -18,7 +18,11 @@ from gptlib.layers import (
     MixtureOfExperts,
     RMSNorm,
     SwiGLU,
+    expert_capacity,
+    expert_load,
+    load_balancing_loss,
     make_norm,
+    router_aux_loss,
 )
 
 
@@ -225,6 +229,119 @@ def test_moe_parameter_count_is_router_plus_experts() -> None:
     config = moe_config(mlp_bias=False)
     moe = MixtureOfExperts(config)
     assert n_params(moe) == 32 * 4 + 4 * 3 * 32 * 24
+
+
+def test_expert_capacity_is_the_even_share_times_the_capacity_factor() -> None:
+    # Fedus et al. 2021, Eq. 3: tokens per batch / experts x capacity factor (here x top-k).
+    assert expert_capacity(512, 8, 1, 1.0) == 64
+    assert expert_capacity(512, 8, 1, 1.25) == 80
+    assert expert_capacity(512, 8, 2, 1.0) == 128
+    assert expert_capacity(10, 4, 1, 1.0) == 3  # rounded up: 2.5 -> 3
+
+
+def capacity_reference(chosen: torch.Tensor, capacity: int, n_experts: int) -> torch.Tensor:
+    """Serve every token's first choice in token order, then every second choice, and so on."""
+    kept = torch.zeros_like(chosen, dtype=torch.bool)
+    taken = [0] * n_experts
+    for slot in range(chosen.size(1)):
+        for token in range(chosen.size(0)):
+            e = int(chosen[token, slot])
+            if taken[e] < capacity:
+                taken[e] += 1
+                kept[token, slot] = True
+    return kept
+
+
+@pytest.mark.parametrize("top_k, capacity_factor", [(1, 1.0), (2, 1.0), (2, 0.5), (1, 0.3)])
+def test_capacity_drops_the_assignments_past_each_experts_capacity(top_k, capacity_factor) -> None:
+    config = moe_config(n_experts_per_token=top_k, capacity_factor=capacity_factor)
+    moe = randomise(MixtureOfExperts(config))
+    with torch.no_grad():
+        moe.router.weight[0] += 1.0  # a router that prefers expert 0, so something overflows
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(0))
+    moe.train()
+    with torch.no_grad():
+        out = moe(x).reshape(-1, 32)
+    chosen = moe.last_router_logits.topk(top_k, dim=-1).indices
+    capacity = expert_capacity(18, 4, top_k, capacity_factor)
+    kept = capacity_reference(chosen, capacity, 4)
+    assert moe.last_dropped == int((~kept).sum()) > 0
+    assert all(int(((chosen == e) & kept).sum()) <= capacity for e in range(4))
+    # Each token's output: the gate-weighted sum of its kept experts (gates not renormalised).
+    gates = torch.softmax(moe.last_router_logits.topk(top_k, dim=-1).values, dim=-1)
+    tokens = x.reshape(-1, 32)
+    with torch.no_grad():
+        for t in range(18):
+            expected = torch.zeros(32)  # a token with every assignment dropped gets zero
+            for slot in range(top_k):
+                if kept[t, slot]:
+                    expected += gates[t, slot] * moe.experts[int(chosen[t, slot])](tokens[t])
+            torch.testing.assert_close(out[t], expected, atol=1e-5, rtol=1e-4)
+    # Evaluation drops nothing: the same layer in eval mode is the plain top-k mixture.
+    moe.eval()
+    torch.testing.assert_close(moe(x), dense_moe_reference(moe, x), atol=1e-5, rtol=1e-4)
+    assert moe.last_dropped == 0
+
+
+def test_a_generous_capacity_drops_nothing() -> None:
+    moe = randomise(MixtureOfExperts(moe_config(capacity_factor=4.0))).train()
+    x = torch.randn(2, 8, 32)
+    with torch.no_grad():
+        out = moe(x)
+    assert moe.last_dropped == 0
+    torch.testing.assert_close(out, dense_moe_reference(moe, x), atol=1e-5, rtol=1e-4)
+
+
+def test_expert_load_counts_the_share_of_top_k_assignments() -> None:
+    logits = torch.tensor([[3.0, 2.0, 0.0], [3.0, 0.0, 2.0], [0.0, 3.0, 2.0], [3.0, 2.0, 1.0]])
+    torch.testing.assert_close(expert_load(logits, 1), torch.tensor([0.75, 0.25, 0.0]))
+    torch.testing.assert_close(expert_load(logits, 2), torch.tensor([3, 3, 2]) / 8)
+
+
+def test_load_balancing_loss_is_one_when_balanced_and_n_when_collapsed() -> None:
+    n_tokens, n_experts = 64, 8
+    balanced = torch.zeros(n_tokens, n_experts)
+    balanced[torch.arange(n_tokens), torch.arange(n_tokens) % n_experts] = 1e-3
+    assert load_balancing_loss(balanced).item() == pytest.approx(1.0, abs=1e-3)
+    collapsed = torch.zeros(n_tokens, n_experts)
+    collapsed[:, 0] = 30.0
+    assert load_balancing_loss(collapsed).item() == pytest.approx(n_experts, rel=1e-6)
+    # The formula, for random logits: N * sum_i f_i P_i, f from the top-k counts.
+    logits = torch.randn(n_tokens, n_experts, generator=torch.Generator().manual_seed(0))
+    for top_k in (1, 2):
+        f = expert_load(logits, top_k)
+        P = torch.softmax(logits, dim=-1).mean(0)
+        torch.testing.assert_close(load_balancing_loss(logits, top_k), n_experts * (f * P).sum())
+
+
+def test_the_load_balancing_gradient_moves_probability_off_the_busiest_expert() -> None:
+    logits = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
+    logits[:, 2] += 2.0  # expert 2 takes most tokens
+    logits.requires_grad_(True)
+    load_balancing_loss(logits).backward()
+    # Gradient descent lowers the busy expert's logits and raises the others'.
+    assert (logits.grad[:, 2] > 0).all()
+    assert (logits.grad[:, [0, 1, 3]].sum(1) < 0).all()
+
+
+def test_gpt_adds_the_load_balancing_loss_to_its_training_loss_only() -> None:
+    torch.manual_seed(0)
+    config = small_config(mlp="moe", n_experts=4, n_experts_per_token=2, activation="silu",
+                          router_aux_loss_coef=0.5)  # fmt: skip
+    model = GPT(config)
+    idx = torch.randint(64, (2, 8), generator=torch.Generator().manual_seed(0))
+    out = model.train()(idx, targets=idx)
+    per_layer = [load_balancing_loss(b.mlp.last_router_logits, 2) for b in model.blocks]
+    torch.testing.assert_close(out.aux_loss, torch.stack(per_layer).mean())
+    torch.testing.assert_close(router_aux_loss(model), out.aux_loss)
+    model.eval()
+    evaluated = model(idx, targets=idx)
+    torch.testing.assert_close(out.loss, evaluated.loss + 0.5 * out.aux_loss)  # no dropout here
+    torch.testing.assert_close(evaluated.aux_loss, out.aux_loss)
+    out.loss.backward()
+    assert model.blocks[0].mlp.router.weight.grad.abs().sum() > 0
+    dense = GPT(small_config())
+    assert dense(idx, targets=idx).aux_loss is None and router_aux_loss(dense) is None
 
 
 # ---------------------------------------------------------------------- Block

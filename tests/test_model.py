@@ -391,7 +391,7 @@ def test_save_records_the_format_version_and_the_weights_sha256(tmp_path):
 
     make("gpt2").save(tmp_path)
     saved = _config_file(tmp_path)
-    assert saved["format_version"] == CONFIG_FORMAT == 2
+    assert saved["format_version"] == CONFIG_FORMAT == 3
     digest = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
     assert saved["model_sha256"] == digest
 

@@ -14,6 +14,7 @@ from gptlib.positional import (
     SinusoidalPositions,
     alibi_bias,
     alibi_slopes,
+    rotary_frequencies,
     sinusoidal_table,
 )
 
@@ -149,6 +150,76 @@ def test_rotary_refuses_bad_settings():
         Rotary(7)
     with pytest.raises(ValueError, match="pairing='neox' is unknown"):
         Rotary(8, pairing="neox")
+
+
+# ---------------------------------------------------------------------- rotary scaling
+def test_unscaled_frequencies_are_the_roformer_formula():
+    freq = rotary_frequencies(8, base=100.0)
+    torch.testing.assert_close(freq, torch.tensor([100.0 ** (-i / 4) for i in range(4)]))
+    torch.testing.assert_close(Rotary(8, 100.0).inv_freq, freq, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("factor", [2.0, 4.0, 3.5])
+def test_linear_scaling_turns_position_m_as_far_as_m_over_factor(factor):
+    """Position interpolation: a scaled model at position m sees the angles of m / factor."""
+    q = torch.randn(1, 2, 6, 16, generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(6) * 8
+    scaled = Rotary(16, scaling="linear", factor=factor)
+    torch.testing.assert_close(scaled.inv_freq, rotary_frequencies(16) / factor)
+    squeezed = Rotary(16).cos_sin(positions.double() / factor)
+    for got, want in zip(scaled.cos_sin(positions), squeezed, strict=True):
+        torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=0)
+    # The offset property survives the scaling: scores depend only on m - n.
+    k = torch.randn(1, 2, 6, 16, generator=torch.Generator().manual_seed(1))
+    q1, k1 = scaled(q, k, positions)
+    q2, k2 = scaled(q, k, positions + 1000)
+    torch.testing.assert_close(
+        q1 @ k1.transpose(-1, -2), q2 @ k2.transpose(-1, -2), atol=1e-3, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("rotary_dim, factor", [(16, 4.0), (64, 2.0), (4, 8.0)])
+def test_ntk_scaling_keeps_the_fastest_pair_and_divides_the_slowest_by_the_factor(
+    rotary_dim, factor
+):
+    plain = rotary_frequencies(rotary_dim, 10000.0)
+    ntk = rotary_frequencies(rotary_dim, 10000.0, scaling="ntk", factor=factor)
+    assert ntk[0] == plain[0] == 1.0
+    torch.testing.assert_close(ntk[-1], plain[-1] / factor, rtol=1e-5, atol=0)
+    # In between, each pair is divided by factor^(2i/(d-2)): a little for fast pairs, more for slow.
+    ratios = plain / ntk
+    expected = torch.tensor([factor ** (2 * i / (rotary_dim - 2)) for i in range(rotary_dim // 2)])
+    torch.testing.assert_close(ratios, expected, rtol=1e-5, atol=0)
+    # It is the plain formula with the larger base of Peng et al. 2023.
+    larger_base = 10000.0 * factor ** (rotary_dim / (rotary_dim - 2))
+    torch.testing.assert_close(ntk, rotary_frequencies(rotary_dim, larger_base), rtol=1e-6, atol=0)
+
+
+def test_rotary_scaling_refuses_bad_settings():
+    with pytest.raises(ValueError, match="scaling='yarn' is unknown"):
+        rotary_frequencies(8, scaling="yarn", factor=2.0)
+    with pytest.raises(ValueError, match="factor=0.5 must be >= 1"):
+        Rotary(8, scaling="linear", factor=0.5)
+    with pytest.raises(ValueError, match="NTK-aware scaling needs rotary_dim >= 4"):
+        rotary_frequencies(2, scaling="ntk", factor=2.0)
+
+
+def test_a_config_with_rotary_scaling_builds_scaled_layers_and_saves_them(tmp_path):
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=32,
+                       position="rotary", rotary_fraction=0.5, rotary_scaling="ntk",
+                       rotary_scaling_factor=4.0)  # fmt: skip
+    model = GPT(config).eval()
+    expected = rotary_frequencies(8, scaling="ntk", factor=4.0)
+    for block in model.blocks:
+        torch.testing.assert_close(block.attn.rotary.inv_freq, expected, rtol=0, atol=0)
+    idx = torch.randint(11, (1, 32), generator=torch.Generator().manual_seed(0))
+    loaded = GPT.load(model.save(tmp_path / "scaled"))
+    assert loaded.config.rotary_scaling == "ntk" and loaded.config.rotary_scaling_factor == 4.0
+    torch.testing.assert_close(loaded(idx).logits, model(idx).logits)
+    unscaled = GPT(GPTConfig(**{**config.to_dict(), "rotary_scaling": "none",
+                                "rotary_scaling_factor": 1.0}))  # fmt: skip
+    unscaled.load_state_dict(model.state_dict())
+    assert not torch.allclose(unscaled.eval()(idx).logits, model(idx).logits)
 
 
 # ---------------------------------------------------------------------- ALiBi

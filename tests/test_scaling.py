@@ -1,12 +1,15 @@
 import math
 
+import numpy as np
 import pytest
 
 from gptlib.scaling import (
     CHINCHILLA,
     CHINCHILLA_TOKENS_PER_PARAM,
+    PowerLaw,
     chinchilla_loss,
     chinchilla_optimal,
+    fit_power_law,
     kaplan_loss,
     optimal_size_for_ratio,
     training_flops,
@@ -69,3 +72,64 @@ def test_optimal_size_for_ratio_spends_the_budget_at_the_ratio() -> None:
     assert optimal_size_for_ratio(training_flops(70e9, 1.4e12))[0] == pytest.approx(70e9)
     with pytest.raises(ValueError, match="tokens_per_param"):
         optimal_size_for_ratio(1e21, tokens_per_param=0)
+
+
+# ---------------------------------------------------------------------- fitting a power law
+@pytest.mark.parametrize(
+    "law",
+    [PowerLaw(50.0, -0.15, 1.7), PowerLaw(3e3, -0.3, 0.4), PowerLaw(0.5, 0.2, 2.0)],
+    ids=["gpt4-like", "steep", "rising"],
+)
+def test_fit_power_law_recovers_exact_laws_with_an_irreducible_term(law: PowerLaw) -> None:
+    compute = np.geomspace(1e8, 1e12, 6)
+    fitted = fit_power_law(compute, law(compute))
+    assert fitted.a == pytest.approx(law.a, rel=1e-4)
+    assert fitted.b == pytest.approx(law.b, rel=1e-4)
+    assert fitted.c == pytest.approx(law.c, rel=1e-4)
+    assert fitted(1e14) == pytest.approx(law(1e14), rel=1e-4)  # extrapolates 100x further
+
+
+def test_fit_power_law_without_the_term_is_a_straight_line_in_log_log() -> None:
+    law = PowerLaw(7.0, -0.076)
+    compute = [1e3, 1e5, 1e7]
+    fitted = fit_power_law(compute, law(np.array(compute)), irreducible=False)
+    assert (fitted.a, fitted.b, fitted.c) == (pytest.approx(7.0), pytest.approx(-0.076), 0.0)
+
+
+def test_the_irreducible_term_matters_when_extrapolating_a_curve_that_flattens() -> None:
+    # Chinchilla's surface at a fixed 10B tokens is a power law in N plus a constant: a pure
+    # power law fitted to the small models predicts too low a loss for a 100x larger one.
+    sizes = np.geomspace(1e7, 1e9, 5)
+    losses = np.array([chinchilla_loss(n, 1e10) for n in sizes])
+    with_term, pure = fit_power_law(sizes, losses), fit_power_law(sizes, losses, False)
+    truth = chinchilla_loss(1e11, 1e10)
+    assert with_term(1e11) == pytest.approx(truth, rel=1e-4)
+    assert pure(1e11) < truth - 0.03
+    assert with_term.c == pytest.approx(CHINCHILLA["E"] + CHINCHILLA["B"] / 1e10**0.28, rel=1e-4)
+
+
+def test_fit_power_law_with_noise_keeps_c_below_the_smallest_value() -> None:
+    rng = np.random.default_rng(0)
+    compute = np.geomspace(1e6, 1e10, 8)
+    noisy = PowerLaw(20.0, -0.2, 1.0)(compute) * np.exp(rng.normal(0, 0.01, 8))
+    fitted = fit_power_law(compute, noisy)
+    assert 0 <= fitted.c < noisy.min()
+    assert fitted(compute) == pytest.approx(noisy, rel=0.03)
+    # Data with no floor at all: the fit settles on c = 0, the pure power law.
+    assert fit_power_law(compute, PowerLaw(5.0, -0.1)(compute)).c == pytest.approx(0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "x, y, irreducible, message",
+    [
+        ([1, 2], [3, 2], True, "at least 3 points"),
+        ([1], [3], False, "at least 2 points"),
+        ([1, 2, 3], [3, 2], True, "equal length"),
+        ([1, 2, 3], [3, 0, 1], True, "finite, positive"),
+        ([1, -2, 3], [3, 2, 1], False, "finite, positive"),
+        ([1, 2, float("nan")], [3, 2, 1], True, "finite, positive"),
+    ],
+)
+def test_fit_power_law_refuses_bad_input(x, y, irreducible, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_power_law(x, y, irreducible)
