@@ -179,3 +179,68 @@ def test_citation_patterns_find_the_common_forms() -> None:
     assert ET_AL.findall(text) == [("Vaswani", "2017"), ("Kaplan", "2020")]
     assert TWO_AUTHORS.findall(text) == [("Zhang", "Sennrich", "2019")]
     assert ET_AL.findall("Le Scao et al. 2022") == [("Le Scao", "2022")]
+
+
+USED_IN = re.compile(r"Used in:(.*?)(?=\n- \*\*|\Z)", re.DOTALL)
+CHAPTER = re.compile(r"(?<![\w.§])(\d\d|A)(?![\w.])")
+
+
+def _outside_parentheses(text: str) -> str:
+    depth, kept = 0, []
+    for char in text:
+        depth += char == "("
+        if depth == 0:
+            kept.append(char)
+        depth -= char == ")" and depth > 0
+    return "".join(kept)
+
+
+def _used_in() -> dict[str, set[str]]:
+    """Bibliography key ("Brown et al. 2020") -> chapters its "Used in:" names ("01", "A")."""
+    text = HTML_COMMENT.sub("", REFERENCES.read_text(encoding="utf-8"))
+    used: dict[str, set[str]] = {}
+    for match in ENTRY.finditer(text):
+        key = re.sub(r" \(.*\)$", "", match.group(1))
+        rest = text[match.end() :].split("\n- **", 1)[0]
+        found = USED_IN.search(rest)
+        chapters = set(CHAPTER.findall(_outside_parentheses(found.group(1)))) if found else set()
+        used.setdefault(key, set()).update(chapters)
+    return used
+
+
+def _citation_pattern(key: str) -> re.Pattern[str]:
+    """How a chapter cites a bibliography key: "Brown et al. 2020", "Brown et al. (2020",
+    "Zhang & Sennrich 2019", "Shazeer 2019", "Shazeer (2019"."""
+    names, year = key.rsplit(" ", 1)
+    names = re.escape(names).replace(r"\ and\ ", r" (?:&|and) ").replace(r"et\ al\.", r"et al\.?")
+    names = names.replace(r"\ ", " ")
+    return re.compile(rf"(?<![\w-]){names},? \(?{year}\b")
+
+
+def test_used_in_names_exactly_the_chapters_that_cite_the_entry() -> None:
+    used = _used_in()
+    citing: dict[str, set[str]] = {}
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for key in used:
+        pattern = _citation_pattern(key)
+        for path in notebooks:
+            if any(pattern.search(text) for _, text in _texts(path)):
+                citing.setdefault(key, set()).add(path.name.split("_")[0])
+    wrong = []
+    for key, chapters in sorted(used.items()):
+        actual = citing.get(key, set())
+        if chapters != actual:
+            wrong.append(
+                f"{key}: 'Used in' says {sorted(chapters) or 'nothing'}, "
+                f"cited in {sorted(actual) or 'no chapter'}"
+            )
+    assert not wrong, "fix the 'Used in:' lists of notebooks/references.md:\n" + "\n".join(wrong)
+
+
+def test_used_in_parsing() -> None:
+    assert _citation_pattern("Zhang and Sennrich 2019").search("(Zhang & Sennrich 2019, §3)")
+    assert _citation_pattern("Brown et al. 2020").search("Brown et al. (2020, Table 2.1)")
+    assert _citation_pattern("Shazeer 2019").search("multi-query attention (Shazeer 2019)")
+    assert not _citation_pattern("Shazeer 2019").search("Shazeer 2020")
+    assert _outside_parentheses("01 (§3 (a)), 12 (Table 2), A") == "01 , 12 , A"
+    assert CHAPTER.findall("01 , 12 , A") == ["01", "12", "A"]
