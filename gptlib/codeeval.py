@@ -33,12 +33,14 @@ from fractions import Fraction
 __all__ = [
     "STOP_SEQUENCES",
     "ExecResult",
+    "Sample",
     "TestCase",
     "is_literal",
     "judge",
     "pass_at_k",
     "pass_at_k_biased",
     "pass_at_k_exact",
+    "sample_programs",
     "truncate_completion",
 ]
 
@@ -162,6 +164,61 @@ def truncate_completion(completion: str, stop: Sequence[str] = STOP_SEQUENCES) -
         raise TypeError("stop must be a sequence of strings, e.g. ('\\ndef',), not one string")
     cut = min((i for i in (completion.find(s) for s in stop) if i >= 0), default=len(completion))
     return completion[:cut]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion: its text cut at the first stop sequence, and its likelihood.
+
+    Taught in notebooks/11_codex.ipynb. ``mean_logprob`` is the mean, over the ``n_tokens``
+    generated tokens that spell ``text``, of each token's log-probability under the model's own
+    distribution (temperature 1), in nats: the score Chen et al. 2021 (§3.3, Figure 7) rank
+    samples by ("mean log-p").
+    """
+
+    text: str
+    mean_logprob: float
+    n_tokens: int
+
+
+def sample_programs(
+    model: object,
+    tokenizer: object,
+    prompt: str,
+    n: int,
+    temperature: float,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    top_p: float | None = None,
+) -> list[Sample]:
+    """Draw n completions of a prompt in one batch with the KV cache, each cut at a stop sequence.
+
+    Taught in notebooks/11_codex.ipynb. The n rows run as one batch of `GPT.generate` (KV cache,
+    seeded generator), each ending when its text holds one of `STOP_SEQUENCES` (Chen et al.
+    2021, §3.2) or after ``max_new_tokens`` tokens; the text is cut at the stop
+    (`truncate_completion`) and the mean log-probability is taken over the tokens the kept text
+    spans. ``model`` is a `gptlib.GPT`, ``tokenizer`` has encode/decode. Raises ValueError for
+    n < 1 and whatever `GPT.generate` raises for bad sampling settings.
+    """
+    import torch
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (samples per prompt) must be a positive int, got {n!r}")
+    ids = tokenizer.encode(prompt)
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([ids] * n), max_new_tokens, temperature=temperature, top_p=top_p,
+            seed=seed, stop=list(STOP_SEQUENCES), tokenizer=tokenizer, return_logprobs=True,
+        )  # fmt: skip
+    samples = []
+    for row, logprobs, length in zip(out.ids, out.logprobs, out.new_lengths.tolist(), strict=True):
+        new = row[len(ids) : len(ids) + length].tolist()
+        text = truncate_completion(tokenizer.decode(new))
+        m = 1  # the fewest tokens whose text covers the kept completion
+        while m < len(new) and len(tokenizer.decode(new[:m])) < len(text):
+            m += 1
+        samples.append(Sample(text, float(logprobs[:m].mean()), m))
+    return samples
 
 
 STATUSES = ("passed", "failed", "timed out", "crashed")
