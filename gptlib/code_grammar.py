@@ -1,6 +1,6 @@
 """The grammar behind gptlib.code_tasks: small Python functions built from phrase-code parts.
 
-Taught in the Codex chapter (chapter 11). Each part pairs an English phrase with a piece of
+Taught in notebooks/11_codex.ipynb. Each part pairs an English phrase with a piece of
 Python: the predicate "greater than 4" with ``x > 4``, the transform "squared" with ``x * x``,
 the aggregate "the largest ... or 0 if there is none" with ``max(..., default=0)``. A rule
 (a *template*) combines parts into a problem spec: a function name, a signature, a one-sentence

@@ -1,6 +1,6 @@
 """A seeded family of small Python programming problems in HumanEval's format, for a code model.
 
-Taught in the Codex chapter (chapter 11).
+Taught in notebooks/11_codex.ipynb.
 
 Each problem (a `CodeTask`) is what Chen et al. 2021 (§2.2 and Figure 2) built HumanEval from:
 a function signature and a docstring with examples (the *prompt*), a reference solution (the
@@ -43,9 +43,10 @@ EVAL_PER_FAMILY = 3
 class CodeTask:
     """One programming problem: a prompt to complete, a reference solution and hidden tests.
 
-    Taught in the Codex chapter. ``prompt`` is the signature and docstring (HumanEval's format,
-    Chen et al. 2021, §2.2); ``solution`` is the indented body that completes it; ``tests``
-    call ``entry_point`` on inputs that are not the docstring's examples.
+    Taught in notebooks/11_codex.ipynb. ``prompt`` is the signature and docstring
+    (HumanEval's format, Chen et al. 2021, §2.2); ``solution`` is the indented body that
+    completes it; ``tests`` call ``entry_point`` on inputs that are not the docstring's
+    examples.
     """
 
     task_id: str  # "train/17" or "eval/3"
@@ -138,7 +139,7 @@ _FUNCTIONS: dict[str, Callable] = {}  # reference solutions by name, compiled on
 def make_tasks(seed: int = 0) -> tuple[tuple[CodeTask, ...], tuple[CodeTask, ...]]:
     """Generate the problems for a seed: (training problems, held-out evaluation problems).
 
-    Taught in the Codex chapter. The same seed gives the same problems on every machine
+    Taught in notebooks/11_codex.ipynb. The same seed gives the same problems on every machine
     (``random.Random`` with an integer seed). The evaluation set holds `EVAL_PER_FAMILY`
     problems of each trained family, drawn from templates with at least six members, so each
     one's parts (predicate, transform, aggregate, constant) appear in training problems; its
@@ -189,7 +190,7 @@ def make_tasks(seed: int = 0) -> tuple[tuple[CodeTask, ...], tuple[CodeTask, ...
 def training_text(seed: int = 0) -> str:
     """The training problems as one text: each whole function, two blank lines between them.
 
-    Taught in the Codex chapter; `gptlib.data.load_corpus("code-tasks")` returns it. Only
+    Taught in notebooks/11_codex.ipynb; `gptlib.data.load_corpus("code-tasks")` returns it. Only
     training problems are in it, in a shuffled order, so the last tenth that
     `gptlib.data.split` keeps for validation mixes every family.
     """

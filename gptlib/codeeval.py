@@ -1,6 +1,6 @@
 """Scoring programs by running them: hidden tests, the verdict on a run, the unbiased pass@k.
 
-Taught in the Codex chapter (chapter 11).
+Taught in notebooks/11_codex.ipynb.
 
 Chen et al. 2021 judge a model-written program by *functional correctness*: it passes if it
 passes every hidden unit test (§2.1). From n programs sampled for a problem, c of which pass,
@@ -33,12 +33,14 @@ from fractions import Fraction
 __all__ = [
     "STOP_SEQUENCES",
     "ExecResult",
+    "Sample",
     "TestCase",
     "is_literal",
     "judge",
     "pass_at_k",
     "pass_at_k_biased",
     "pass_at_k_exact",
+    "sample_programs",
     "truncate_completion",
 ]
 
@@ -47,7 +49,7 @@ __all__ = [
 class TestCase:
     """One hidden test: call the function with ``args``; it must return ``expected``.
 
-    Taught in the Codex chapter. Arguments and expected value are plain Python literals
+    Taught in notebooks/11_codex.ipynb. Arguments and expected value are plain Python literals
     (numbers, strings, lists, tuples, dicts, sets, None), so they travel as text.
     """
 
@@ -78,7 +80,7 @@ _CONTAINERS = (list, tuple, set, frozenset)
 def is_literal(value: object, depth: int = 0) -> bool:
     """True if ``repr(value)`` is a literal that `ast.literal_eval` reads back as an equal value.
 
-    Taught in the Codex chapter. Exact types only (a subclass of int may redefine ``__eq__``
+    Taught in notebooks/11_codex.ipynb. Exact types only (a subclass of int may redefine ``__eq__``
     or ``__repr__``); floats must be finite (``repr(nan)`` is not a literal).
     """
     kind = type(value)
@@ -113,7 +115,7 @@ def _check_counts(n: int, c: int, k: int) -> None:
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased estimate of pass@k from n samples of which c passed (Chen et al. 2021, §2.1).
 
-    Taught in the Codex chapter. pass@k is the chance that at least one of k samples passes.
+    Taught in notebooks/11_codex.ipynb. pass@k is the chance that at least one of k samples passes.
     Drawing k of the n samples without replacement, the chance that all k fail is
     C(n-c, k) / C(n, k), so the estimate is 1 - C(n-c, k) / C(n, k); its mean over problems
     is an unbiased estimate of pass@k. The binomials overflow floats for large n, so it is
@@ -130,7 +132,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def pass_at_k_exact(n: int, c: int, k: int) -> Fraction:
     """The same estimate as `pass_at_k`, as an exact fraction from the binomial definition.
 
-    Taught in the Codex chapter: it is what the product form computes, without rounding.
+    Taught in notebooks/11_codex.ipynb: it is what the product form computes, without rounding.
     """
     _check_counts(n, c, k)
     return 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
@@ -139,7 +141,7 @@ def pass_at_k_exact(n: int, c: int, k: int) -> Fraction:
 def pass_at_k_biased(n: int, c: int, k: int) -> float:
     """The naive estimate 1 - (1 - c/n)^k, which is biased (Chen et al. 2021, §2.1).
 
-    Taught in the Codex chapter. It plugs the observed pass rate c/n into the formula for k
+    Taught in notebooks/11_codex.ipynb. It plugs the observed pass rate c/n into the formula for k
     independent draws. Averaged over problems it underestimates pass@k, because
     1 - (1 - p)^k is concave in p; the chapter measures the bias by simulation.
     """
@@ -154,7 +156,7 @@ STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 def truncate_completion(completion: str, stop: Sequence[str] = STOP_SEQUENCES) -> str:
     """Cut a sampled completion at the first stop sequence (Chen et al. 2021, §3.2).
 
-    Taught in the Codex chapter. The model completes a function's body and then goes on with
+    Taught in notebooks/11_codex.ipynb. The model completes a function's body and then goes on with
     the next function of its training text; what follows the first ``"\\ndef"``,
     ``"\\nclass"``, ``"\\nif"``, ``"\\nprint"`` or ``"\\n#"`` is dropped.
     """
@@ -164,6 +166,61 @@ def truncate_completion(completion: str, stop: Sequence[str] = STOP_SEQUENCES) -
     return completion[:cut]
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion: its text cut at the first stop sequence, and its likelihood.
+
+    Taught in notebooks/11_codex.ipynb. ``mean_logprob`` is the mean, over the ``n_tokens``
+    generated tokens that spell ``text``, of each token's log-probability under the model's own
+    distribution (temperature 1), in nats: the score Chen et al. 2021 (§3.3, Figure 7) rank
+    samples by ("mean log-p").
+    """
+
+    text: str
+    mean_logprob: float
+    n_tokens: int
+
+
+def sample_programs(
+    model: object,
+    tokenizer: object,
+    prompt: str,
+    n: int,
+    temperature: float,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    top_p: float | None = None,
+) -> list[Sample]:
+    """Draw n completions of a prompt in one batch with the KV cache, each cut at a stop sequence.
+
+    Taught in notebooks/11_codex.ipynb. The n rows run as one batch of `GPT.generate` (KV cache,
+    seeded generator), each ending when its text holds one of `STOP_SEQUENCES` (Chen et al.
+    2021, §3.2) or after ``max_new_tokens`` tokens; the text is cut at the stop
+    (`truncate_completion`) and the mean log-probability is taken over the tokens the kept text
+    spans. ``model`` is a `gptlib.GPT`, ``tokenizer`` has encode/decode. Raises ValueError for
+    n < 1 and whatever `GPT.generate` raises for bad sampling settings.
+    """
+    import torch
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (samples per prompt) must be a positive int, got {n!r}")
+    ids = tokenizer.encode(prompt)
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([ids] * n), max_new_tokens, temperature=temperature, top_p=top_p,
+            seed=seed, stop=list(STOP_SEQUENCES), tokenizer=tokenizer, return_logprobs=True,
+        )  # fmt: skip
+    samples = []
+    for row, logprobs, length in zip(out.ids, out.logprobs, out.new_lengths.tolist(), strict=True):
+        new = row[len(ids) : len(ids) + length].tolist()
+        text = truncate_completion(tokenizer.decode(new))
+        m = 1  # the fewest tokens whose text covers the kept completion
+        while m < len(new) and len(tokenizer.decode(new[:m])) < len(text):
+            m += 1
+        samples.append(Sample(text, float(logprobs[:m].mean()), m))
+    return samples
+
+
 STATUSES = ("passed", "failed", "timed out", "crashed")
 
 
@@ -171,7 +228,7 @@ STATUSES = ("passed", "failed", "timed out", "crashed")
 class ExecResult:
     """What happened when a program ran against its hidden tests.
 
-    Taught in the Codex chapter. ``status`` is "passed" (every test returned the expected
+    Taught in notebooks/11_codex.ipynb. ``status`` is "passed" (every test returned the expected
     value), "failed" (the tests ran; a value was wrong or the function raised), "timed out"
     (the wall-clock or CPU limit ended it) or "crashed" (it did not get through its tests: a
     syntax error, an error at import, a missing function, an early exit, a signal, a limit on
@@ -248,7 +305,7 @@ def _compare(values: dict, tests: Sequence[TestCase], entry_point: str) -> tuple
 def judge(reply: dict, tests: Sequence[TestCase], entry_point: str, limits: dict) -> ExecResult:
     """Turn a sandbox worker's report of one run into an `ExecResult`, comparing values here.
 
-    Taught in the Codex chapter. A test passes when its value, read back as a literal, equals
+    Taught in notebooks/11_codex.ipynb. A test passes when its value, read back as a literal, equals
     the expected one and has the same type. Every line on the result channel must be one the
     harness writes, each test reported once; anything else (lines the program wrote itself, an
     early exit, a value that is not a plain literal) is not a pass.

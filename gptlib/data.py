@@ -27,7 +27,8 @@ or any object with a ``get_batch`` method, such as prompt/response pairs whose p
 are masked out of the loss.
 
 ``"code-tasks"`` is generated too: the training problems of `gptlib.code_tasks` (small Python
-functions with HumanEval-style docstrings), the Codex chapter's code model's training text.
+functions with HumanEval-style docstrings), the training text of the code model of
+notebooks/11_codex.ipynb.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def make_stories(n_stories: int = 2000, seed: int = 0) -> str:
 
 
 def _code_tasks() -> str:
-    from .code_tasks import training_text  # the Codex chapter's problems (gptlib.code_tasks)
+    from .code_tasks import training_text  # notebooks/11_codex.ipynb's problems (gptlib.code_tasks)
 
     return training_text()
 

@@ -2,7 +2,7 @@
 prompts of different lengths, stop sequences and the log-probability of every generated token.
 
 Taught in notebooks/08_gpt2.ipynb (sampling) and notebooks/14_inference.ipynb (the cache and
-batches). Stop sequences and log-probabilities serve the Codex chapter: it samples programs
+batches). Stop sequences and log-probabilities serve notebooks/11_codex.ipynb: it samples programs
 until the end of a function and ranks them by their mean token log-probability (Chen et al.
 2021, §3.3).
 """
@@ -84,7 +84,7 @@ def left_pad(
 def cut_at_stop(text: str, stop: Sequence[str] | str) -> str:
     """The part of text before the first occurrence of any stop string (all of it if none).
 
-    For scoring generated programs in the Codex chapter: decode a row's continuation, cut it
+    For scoring generated programs in notebooks/11_codex.ipynb: decode a row's continuation, cut it
     where the function ends, run what is left.
     """
     stops = [stop] if isinstance(stop, str) else list(stop)
@@ -201,7 +201,7 @@ def generate(
       sequence of token ids. Later tokens of a finished row are pad_token_id (default
       eos_token_id, else 0); generation ends when every row has finished.
     - return_logprobs=True returns a `Generation` (ids, logprobs, new_lengths) instead of
-      the (B, T + new) tensor; log-probabilities are the model's own. The Codex chapter uses
+      the (B, T + new) tensor; log-probabilities are the model's own. notebooks/11_codex.ipynb uses
       stop sequences to end a sampled function and ranks samples by their mean log-probability
       (Chen et al. 2021, §3.3).
 

@@ -1,6 +1,6 @@
 """A pool of sandbox workers that runs many programs against hidden tests, on every core.
 
-Taught in the Codex chapter (chapter 11). `Sandbox` starts worker processes
+Taught in notebooks/11_codex.ipynb. `Sandbox` starts worker processes
 (gptlib/sandbox_worker.py: one forked, limited child per program; its docstring lists the
 limits and what a process sandbox cannot stop), sends each program with its tests' arguments
 to an idle worker, and hands the report to `gptlib.codeeval.judge`, which alone knows the
@@ -73,7 +73,7 @@ class _Worker:
 class Sandbox:
     """A pool of sandbox workers that runs programs against hidden tests, with a result cache.
 
-    Taught in the Codex chapter. ``workers`` processes (default: one per CPU core) each fork
+    Taught in notebooks/11_codex.ipynb. ``workers`` processes (default: one per CPU core) each fork
     one limited child per program (see gptlib/sandbox_worker.py for the limits, and for what
     a process sandbox cannot stop). ``timeout`` is the wall-clock limit of one program with all
     its tests, in seconds; ``cpu_seconds`` its CPU limit (default: ``ceil(timeout)``);
@@ -150,7 +150,7 @@ class Sandbox:
     def run_many(self, jobs: Iterable[tuple[str, str, Sequence[TestCase]]]) -> list[ExecResult]:
         """Run each (program, function name, tests) in the sandbox, all cores busy; in order.
 
-        Taught in the Codex chapter. ``program`` is the whole source (prompt + completion);
+        Taught in notebooks/11_codex.ipynb. ``program`` is the whole source (prompt + completion);
         the function named ``entry_point`` is called with each test's arguments.
         """
         if self._closed:

@@ -1,6 +1,6 @@
 """The process that runs untrusted programs: one forked, limited child per program.
 
-Taught in the Codex chapter (chapter 11). `gptlib.sandbox.Sandbox` starts this file as a script
+Taught in notebooks/11_codex.ipynb. `gptlib.sandbox.Sandbox` starts this file as a script
 (``python -s -S -B sandbox_worker.py``: standard library only, a minimal environment) and sends
 it jobs, one JSON line each: a program, the name of its function, and the tests' arguments.
 Python starts once per worker; each job costs one ``fork``. The child:

@@ -29,7 +29,7 @@ from training_helpers import (
     weights,
 )
 
-from gptlib import GPT
+from gptlib import GPT, GPTConfig
 from gptlib import checkpoint as ckpt
 from gptlib.data import load_corpus, split
 from gptlib.finetune import SequenceClassifier
@@ -41,19 +41,21 @@ CORPUS = {
     "char_python_docs": "python-docs",
     "bpe_code_tasks": "code-tasks",
     "bpe_stories": "stories",
-}
+    "bpe_code_tasks_from_stdlib": "code-tasks",
+}  # checkpoint: corpus
 CHECKPOINTS = list(CORPUS)
 
 
-def _readme_section(checkpoint: str) -> str:
+def _readme_section(checkpoint: str, folder: str = "checkpoints") -> str:
     text = README.read_text(encoding="utf-8")
-    match = re.search(rf"^## checkpoints/{checkpoint}\b.*?(?=^## |\Z)", text, re.M | re.S)
-    assert match, f"data/README.md has no '## checkpoints/{checkpoint}' section"
+    match = re.search(rf"^## {folder}/{checkpoint}\b.*?(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"data/README.md has no '## {folder}/{checkpoint}' section"
     return match.group(0)
 
 
-def _figure(name: str, checkpoint: str) -> str:
-    match = re.search(rf"\*\*{name}:\*\*\s*`?([^`\n]+)`?", _readme_section(checkpoint))
+def _figure(name: str, checkpoint: str, folder: str = "checkpoints") -> str:
+    section = _readme_section(checkpoint, folder)
+    match = re.search(rf"\*\*{name}:\*\*\s*`?([^`\n]+)`?", section)
     assert match, f"data/README.md's section on {checkpoint} does not state the {name}"
     return match.group(1).strip()
 
@@ -98,6 +100,56 @@ def test_validation_loss_matches_the_readme(checkpoint: str) -> None:
                     n_batches=run["eval_batches"], seed=run["seed"] + 1)  # fmt: skip
     expected = float(_figure("Final validation loss", checkpoint).split()[0])
     assert loss == pytest.approx(expected, abs=0.02)
+
+
+# ------------------------------------------------- training records without weights (chapter 11)
+RUNS = ROOT / "data" / "training_runs"
+RECORDS = ["bpe_stdlib"]  # the pre-training run of checkpoints/bpe_code_tasks_from_stdlib
+
+
+@pytest.mark.parametrize("run", RECORDS)
+def test_training_records_are_small_and_match_the_readme(run: str) -> None:
+    folder = RUNS / run
+    names = {path.name for path in folder.iterdir()}
+    expected = {"config.json", "tokenizer.json", "train_config.json", "history.json",
+                "command.json"}  # fmt: skip
+    assert names == expected, f"unexpected files {names ^ expected} (the weights do not ship)"
+    assert sum(path.stat().st_size for path in folder.iterdir()) < 300_000
+    command = json.loads((folder / "command.json").read_text())["command"]
+    assert _figure("Command", run, "training_runs") == command
+    history = json.loads((folder / "history.json").read_text())
+    steps = int(_figure("Steps", run, "training_runs").split()[0].replace(",", ""))
+    assert steps == history["steps"][-1] == len(history["train_loss"])
+    assert float(_figure("Final validation loss", run, "training_runs").split()[0]) == (
+        pytest.approx(history["val_loss"][-1], abs=5e-4)
+    )
+
+
+def test_the_pretraining_comparison_changes_only_the_starting_weights() -> None:
+    """notebooks/11_codex.ipynb compares the fine-tuned run with the code model trained from
+    scratch batch for batch: same architecture, tokenizer, data, seed and schedule; only the
+    starting weights differ (and how often it evaluated)."""
+    scratch = ROOT / "data" / "checkpoints" / "bpe_code_tasks"
+    finetuned = ROOT / "data" / "checkpoints" / "bpe_code_tasks_from_stdlib"
+    pretrained = RUNS / "bpe_stdlib"
+
+    def read(folder: Path, name: str) -> dict:
+        return json.loads((folder / name).read_text())
+
+    for folder in (pretrained, finetuned):
+        assert GPTConfig.from_dict(read(folder, "config.json")) == GPTConfig.from_dict(
+            read(scratch, "config.json")
+        )
+        assert read(folder, "tokenizer.json") == read(scratch, "tokenizer.json")
+    schedule = ("max_steps", "batch_size", "lr", "min_lr", "warmup_steps", "weight_decay",
+                "betas", "grad_clip", "eval_batches", "repeat_fraction", "seed")  # fmt: skip
+    tuned, base = read(finetuned, "train_config.json"), read(scratch, "train_config.json")
+    assert {k: tuned[k] for k in schedule} == {k: base[k] for k in schedule}
+    tuned_command = read(finetuned, "command.json")
+    assert tuned_command["corpus"] == "code-tasks"
+    pretrain_argv = read(pretrained, "command.json")["argv"]
+    assert tuned_command["init_from"] == pretrain_argv[pretrain_argv.index("--out") + 1]
+    assert pretrain_argv[pretrain_argv.index("--tokens") + 1] == "runs/stdlib_tokens"
 
 
 # ---------------------------------------------------------------------- kills during a save

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -12,7 +14,7 @@ import torch
 
 from gptlib.code_grammar import HELD_OUT_FAMILIES
 from gptlib.code_tasks import EVAL_PER_FAMILY, CodeTask, make_tasks, training_text
-from gptlib.codeeval import truncate_completion
+from gptlib.codeeval import STOP_SEQUENCES, sample_programs, truncate_completion
 from gptlib.data import CORPORA, load_corpus
 from gptlib.sandbox import Sandbox
 from gptlib.train import load_checkpoint
@@ -191,3 +193,55 @@ def test_the_shipped_code_model_solves_held_out_problems_greedily() -> None:
     solved = {t.family for t, r in zip(EVAL, results, strict=True) if r.passed}
     assert 10 <= sum(r.passed for r in results) <= 30
     assert "arithmetic" in solved and not solved & set(HELD_OUT_FAMILIES)  # chains stay hard
+
+
+def test_sample_programs_stops_each_row_and_scores_the_kept_tokens() -> None:
+    model, tokenizer, _ = load_checkpoint(ROOT / "data" / "checkpoints" / "bpe_code_tasks")
+    task = next(t for t in EVAL if t.family == "chain_arithmetic")  # a hard one: samples vary
+    samples = sample_programs(model, tokenizer, task.prompt, n=6, temperature=1.0, seed=3)
+    assert len(samples) == 6 and len({s.text for s in samples}) > 1
+    assert samples == sample_programs(model, tokenizer, task.prompt, 6, 1.0, seed=3)
+    ids = tokenizer.encode(task.prompt)
+    out = model.generate(
+        torch.tensor([ids] * 6),
+        48,
+        temperature=1.0,
+        seed=3,
+        stop=list(STOP_SEQUENCES),
+        tokenizer=tokenizer,
+        return_logprobs=True,
+    )
+    for row, logprobs, s in zip(out.ids, out.logprobs, samples, strict=True):
+        new = row[len(ids) :].tolist()
+        assert truncate_completion(s.text) == s.text and s.text.startswith("    ")
+        # the first n_tokens tokens are the fewest that spell the kept text
+        assert tokenizer.decode(new[: s.n_tokens]).startswith(s.text)
+        assert len(tokenizer.decode(new[: s.n_tokens - 1])) < len(s.text)
+        assert math.isclose(s.mean_logprob, logprobs[: s.n_tokens].mean().item(), rel_tol=1e-6)
+        assert s.mean_logprob < 0
+    with pytest.raises(ValueError, match="n"):
+        sample_programs(model, tokenizer, task.prompt, n=0, temperature=1.0)
+
+
+@pytest.mark.parametrize("name", ["bpe_code_tasks", "bpe_code_tasks_from_stdlib"])
+def test_stored_samples_are_complete_and_their_verdicts_reproduce(name: str) -> None:
+    # notebooks/11_codex.ipynb reads these records; data/README.md gives their commands.
+    record = json.loads((ROOT / "data" / "codex_samples" / f"{name}.json").read_text())
+    assert record["checkpoint"] == name and record["n"] == 20
+    assert f"data/checkpoints/{name} " in record["command"]
+    assert record["command"] in (ROOT / "data" / "README.md").read_text(encoding="utf-8")
+    by_id = {task.task_id: task for task in EVAL}
+    jobs, statuses = [], []
+    for run in record["runs"]:
+        assert [p["task_id"] for p in run["problems"]] == [t.task_id for t in EVAL]
+        for problem in run["problems"]:
+            assert len(problem["samples"]) == record["n"]
+            task = by_id[problem["task_id"]]
+            for _, status, mean_logprob in problem["samples"]:
+                assert status in ("passed", "failed", "timed out", "crashed") and mean_logprob <= 0
+            text, status, _ = problem["samples"][0]  # re-run one sample of each problem and run
+            if status != "timed out":  # (a time limit depends on the machine's load)
+                jobs.append((task.prompt + text, task.entry_point, task.tests))
+                statuses.append(status)
+    with Sandbox(timeout=2.0) as sandbox:
+        assert [r.status for r in sandbox.run_many(jobs)] == statuses
