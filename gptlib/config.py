@@ -163,7 +163,7 @@ class GPTConfig:
     # positions
     position: str = "learned"
     rotary_fraction: float = 1.0  # share of each head's dimensions that is rotated
-    rotary_pairing: str = "half"  # "half": NeoX/Llama rotate_half; "interleaved": GPT-J pairs
+    rotary_pairing: str = "half"  # "half": NeoX/HF-LLaMA rotate_half; "interleaved": GPT-J pairs
     rotary_base: float = 10000.0
     # Stretch the rotary frequencies for a longer context than trained: "linear" (position
     # interpolation) or "ntk" (NTK-aware base change) by rotary_scaling_factor; see

@@ -262,12 +262,12 @@ def draw_block(config: GPTConfig, ax: Axes, title: str | None = None) -> Axes:
                 arrowprops=dict(arrowstyle="-|>", color="0.3", lw=1.5))  # fmt: skip
     ax.text(0.12, -0.2, "x: the residual stream", fontsize=8.5, va="center")
 
-    def chain(x: float, y: float, steps: list[tuple[str, str]]) -> float:
+    def chain(x: float, y: float, steps: list[tuple[str, str]], width: float = 2.3) -> float:
         """Boxes stacked upwards from height y at column x, joined by arrows; returns the top."""
         for i, (text, kind) in enumerate(steps):
             if i:
                 _arrow(ax, (x, y - 0.6), (x, y - 0.3))
-            _box(ax, x, y, 2.3, 0.55 if kind != "attention" else 0.65, text, kind)
+            _box(ax, x, y, width, 0.55 if kind != "attention" else 0.65, text, kind)
             y += 0.9
         return y - 0.9
 
@@ -293,20 +293,22 @@ def draw_block(config: GPTConfig, ax: Axes, title: str | None = None) -> Axes:
                 y += 0.55
             y += 0.35
     else:  # parallel: both branches read one point of the stream, both are added at once
-        leave(0.3, 2.6)
+        left, right = 1.25, 3.55  # two branch columns, each 2.15 wide: side by side, apart
+        leave(0.3, (left + right) / 2)
         if config.shared_norm:
-            _box(ax, 2.6, 0.9, 1.6, 0.45, norm, "norm")
-            sources = [(2.6, 1.13), (2.6, 1.13)]
+            _box(ax, (left + right) / 2, 0.9, 1.6, 0.45, norm, "norm")
+            sources = [((left + right) / 2, 1.13)] * 2
         else:
-            ax.plot([1.6, 3.6], [0.6, 0.6], color="0.5", lw=1)
-            _box(ax, 1.6, 0.9, 1.5, 0.45, f"{norm} 1", "norm")
-            _box(ax, 3.6, 0.9, 1.5, 0.45, f"{norm} 2", "norm")
-            sources = [(1.6, 1.13), (3.6, 1.13)]
+            ax.plot([left, right], [0.6, 0.6], color="0.5", lw=1)
+            _box(ax, left, 0.9, 1.5, 0.45, f"{norm} 1", "norm")
+            _box(ax, right, 0.9, 1.5, 0.45, f"{norm} 2", "norm")
+            sources = [(left, 1.13), (right, 1.13)]
         tops = []
-        for (x, name, kind), source in zip(((1.6, attention, "attention"), (3.6, "MLP", "mlp")),
+        for (x, name, kind), source in zip(((left, attention, "attention"), (right, "MLP", "mlp")),
                                            sources, strict=True):  # fmt: skip
             _arrow(ax, source, (x, 1.6))
-            tops.append((x, chain(x, 1.95, [(name, kind), (f"dropout {p:g}", "dropout")]) + 0.28))
+            steps = [(name, kind), (f"dropout {p:g}", "dropout")]
+            tops.append((x, chain(x, 1.95, steps, width=2.15) + 0.28))
         add(3.6, tops)
     default = {"pre": "pre-LN (GPT-2 onwards)", "post": "post-LN (Transformer, GPT-1)",
                "parallel": "parallel (GPT-J, GPT-NeoX)"}[config.norm_placement]  # fmt: skip

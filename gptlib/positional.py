@@ -116,9 +116,11 @@ class Rotary(Float32Buffers):
     Each pair of dimensions is rotated by the angle position·θ_i with θ_i = base^(-2i/rotary_dim),
     so the dot product of a rotated query and key depends only on their offset.
     `scaling` and `factor` stretch the frequencies for a context longer than the one trained on
-    (see `rotary_frequencies`). `pairing="interleaved"` rotates adjacent dims (2i, 2i+1) as GPT-J does; `pairing="half"`
-    rotates dim i with dim i + rotary_dim/2 as GPT-NeoX and Llama do. The two are the same
-    rotation up to a permutation of the dimensions. The frequencies and angles stay float32 in a
+    (see `rotary_frequencies`). `pairing="interleaved"` rotates adjacent dims (2i, 2i+1) as
+    GPT-J and Meta's original LLaMA code do; `pairing="half"` rotates dim i with dim
+    i + rotary_dim/2 as GPT-NeoX and the Hugging Face port of LLaMA do (the port's conversion
+    script permutes the q/k rows to match). The two are the same rotation up to a permutation of
+    the dimensions. The frequencies and angles stay float32 in a
     bfloat16 or float16 model (see `Float32Buffers`); the rotated q and k return in their dtype.
     """
 
@@ -133,7 +135,8 @@ class Rotary(Float32Buffers):
         super().__init__()
         if pairing not in ("half", "interleaved"):
             raise ValueError(
-                f"pairing={pairing!r} is unknown; use 'half' (GPT-NeoX, Llama) or 'interleaved' (GPT-J)"
+                f"pairing={pairing!r} is unknown; use 'half' (GPT-NeoX, HF LLaMA) "
+                "or 'interleaved' (GPT-J, Meta's LLaMA)"
             )
         self.rotary_dim = rotary_dim
         self.pairing = pairing

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from matplotlib.patches import FancyBboxPatch
 
 from gptlib import GPT, GPTConfig
 from gptlib.diagrams import (
@@ -127,6 +128,22 @@ def test_draw_block_parallel_adds_both_branches_at_one_point(ax, shared):
     draw_block(GPTConfig(norm_placement="parallel", shared_norm=shared), ax, title="J")
     assert len(_gids(ax, "add")) == 1 and len(_gids(ax, "norm")) == (1 if shared else 2)
     assert ax.get_title() == "J"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [dict(norm_placement="post"), dict(norm_placement="pre"),
+     dict(norm_placement="parallel", shared_norm=True), dict(norm_placement="parallel")],
+)  # fmt: skip
+def test_draw_block_boxes_neither_overlap_nor_leave_the_axes(ax, changes):
+    draw_block(GPTConfig(dropout=0.1, **changes), ax)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    boxes = [patch.get_bbox() for patch in ax.patches if isinstance(patch, FancyBboxPatch)]
+    for box in boxes:
+        assert x0 <= box.x0 and box.x1 <= x1 and y0 <= box.y0 and box.y1 <= y1, box
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), f"boxes {a} and {b} overlap"
 
 
 def test_draw_rotation_turns_the_pair_as_gptlib_rotary_does(ax):
