@@ -33,8 +33,9 @@ OUTSIDE = {
     ),
 }
 # "Vaswani et al. 2017", "Kaplan et al. (2020", "Zhang & Sennrich 2019", "Wang and Komatsuzaki 2021"
-ET_AL = re.compile(r"\b((?:Le |de |van |von )?[A-Z][\w'-]+) et al\.?,? \(?((?:19|20)\d\d)\b")
-TWO_AUTHORS = re.compile(r"\b([A-Z][a-z]+) (?:&|and) ([A-Z][a-z]+),? \(?((?:19|20)\d\d)\b")
+# A citation may break across a line of a Markdown cell ("Touvron et\nal. 2023"): any whitespace.
+ET_AL = re.compile(r"\b((?:Le |de |van |von )?[A-Z][\w'-]+)\s+et\s+al\.?,?\s+\(?((?:19|20)\d\d)\b")
+TWO_AUTHORS = re.compile(r"\b([A-Z][a-z]+)\s+(?:&|and)\s+([A-Z][a-z]+),?\s+\(?((?:19|20)\d\d)\b")
 ENTRY = re.compile(r"^- \*\*(.+?)\.\*\*", re.MULTILINE)
 HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
@@ -179,6 +180,7 @@ def test_citation_patterns_find_the_common_forms() -> None:
     assert ET_AL.findall(text) == [("Vaswani", "2017"), ("Kaplan", "2020")]
     assert TWO_AUTHORS.findall(text) == [("Zhang", "Sennrich", "2019")]
     assert ET_AL.findall("Le Scao et al. 2022") == [("Le Scao", "2022")]
+    assert ET_AL.findall("(Touvron et\nal. 2023, §2)") == [("Touvron", "2023")]
 
 
 USED_IN = re.compile(r"Used in:(.*?)(?=\n- \*\*|\Z)", re.DOTALL)
@@ -213,8 +215,8 @@ def _citation_pattern(key: str) -> re.Pattern[str]:
     "Zhang & Sennrich 2019", "Shazeer 2019", "Shazeer (2019"."""
     names, year = key.rsplit(" ", 1)
     names = re.escape(names).replace(r"\ and\ ", r" (?:&|and) ").replace(r"et\ al\.", r"et al\.?")
-    names = names.replace(r"\ ", " ")
-    return re.compile(rf"(?<![\w-]){names},? \(?{year}\b")
+    names = names.replace(r"\ ", r"\s+").replace(" ", r"\s+")
+    return re.compile(rf"(?<![\w-]){names},?\s+\(?{year}\b")
 
 
 def test_used_in_names_exactly_the_chapters_that_cite_the_entry() -> None:
@@ -242,5 +244,6 @@ def test_used_in_parsing() -> None:
     assert _citation_pattern("Brown et al. 2020").search("Brown et al. (2020, Table 2.1)")
     assert _citation_pattern("Shazeer 2019").search("multi-query attention (Shazeer 2019)")
     assert not _citation_pattern("Shazeer 2019").search("Shazeer 2020")
+    assert _citation_pattern("Touvron et al. 2023").search("(Touvron et\nal. 2023, §2)")
     assert _outside_parentheses("01 (§3 (a)), 12 (Table 2), A") == "01 , 12 , A"
     assert CHAPTER.findall("01 , 12 , A") == ["01", "12", "A"]
