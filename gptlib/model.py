@@ -413,12 +413,20 @@ def _init_gpt2(model: GPT, config: GPTConfig) -> None:
 
 
 def _init_scaled(
-    model: GPT, base_std: Callable[[str, torch.Tensor], float], out_std: float
+    model: GPT,
+    base_std: Callable[[str, torch.Tensor], float],
+    out_std: float,
+    truncate: bool,
 ) -> None:
+    """Draw each matrix from N(0, std²), truncated at ±2·std when `truncate` (the draw is not
+    rescaled, so a truncated matrix has std ≈ 0.88·std, as in haiku's TruncatedNormal)."""
     for name, p in model.named_parameters():
         if p.dim() >= 2:
             std = out_std if name.endswith(RESIDUAL_OUTPUTS) else base_std(name, p)
-            nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+            if truncate:
+                nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+            else:
+                nn.init.normal_(p, mean=0.0, std=std)
         elif name.endswith("bias"):
             nn.init.zeros_(p)
         else:
@@ -432,13 +440,15 @@ def _init_gptj(model: GPT, config: GPTConfig) -> None:
             return 1 / math.sqrt(config.vocab_size)
         return 1 / math.sqrt(p.shape[1])
 
-    _init_scaled(model, base, (2 / config.n_layer) / math.sqrt(config.n_embd))
+    _init_scaled(model, base, (2 / config.n_layer) / math.sqrt(config.n_embd), truncate=True)
 
 
 def _init_neox(model: GPT, config: GPTConfig) -> None:
-    # GPT-NeoX: small_init sqrt(2/(5d)) everywhere, wang_init 2/(L·sqrt(d)) on output layers
+    # GPT-NeoX: small_init sqrt(2/(5d)) everywhere, wang_init 2/(L·sqrt(d)) on output layers;
+    # gpt-neox's megatron/model/init_functions.py draws both with an untruncated normal_.
     small = math.sqrt(2 / (5 * config.n_embd))
-    _init_scaled(model, lambda name, p: small, 2 / (config.n_layer * math.sqrt(config.n_embd)))
+    out = 2 / (config.n_layer * math.sqrt(config.n_embd))
+    _init_scaled(model, lambda name, p: small, out, truncate=False)
 
 
 INIT_SCHEMES: dict[str, Callable[[GPT, GPTConfig], None]] = {

@@ -209,6 +209,30 @@ def test_gpt2_init_scales_the_residual_projections():
     assert residual == pytest.approx(0.02 / 4, rel=0.05)  # 0.02 / sqrt(2 * 8)
 
 
+def test_gpt_neox_init_draws_untruncated_normals_with_the_published_stds():
+    # gpt-neox's small_init sqrt(2/(5d)) and wang_init 2/(L·sqrt(d)) both use plain normal_.
+    torch.manual_seed(0)
+    L, d = 4, 256
+    model = GPT(GPTConfig.from_preset("gpt-neox", n_layer=L, n_embd=d, n_head=4, vocab_size=100))
+    small, wang = math.sqrt(2 / (5 * d)), 2 / (L * math.sqrt(d))
+    qkv = model.blocks[0].attn.qkv.weight
+    out = model.blocks[0].attn.out_proj.weight
+    assert qkv.std().item() == pytest.approx(small, rel=0.03)  # truncated at 2σ would be 0.88σ
+    assert out.std().item() == pytest.approx(wang, rel=0.03)
+    assert qkv.abs().max().item() > 3 * small  # tails beyond ±2σ exist: nothing is cut
+
+
+def test_gpt_j_init_truncates_at_two_sigma_without_rescaling():
+    # mesh-transformer-jax uses haiku's TruncatedNormal: cut at ±2σ, std ≈ 0.88σ.
+    torch.manual_seed(0)
+    L, d = 4, 256
+    model = GPT(GPTConfig.from_preset("gpt-j", n_layer=L, n_embd=d, n_head=4, vocab_size=100))
+    qkv = model.blocks[0].attn.qkv.weight
+    sigma = 1 / math.sqrt(d)
+    assert qkv.abs().max().item() <= 2 * sigma
+    assert qkv.std().item() == pytest.approx(0.88 * sigma, rel=0.03)
+
+
 def test_save_and_load_round_trip(tmp_path):
     for name in ("gpt2", "gpt-j", "mixtral"):
         model = make(name)
