@@ -11,6 +11,7 @@ framed by new start, delimiter and extract tokens (§3.3, Figure 1).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -24,10 +25,42 @@ from torch import nn
 
 from .loss import cross_entropy_loss
 from .model import GPT, _atomic_write
+from .sampling import check_integer
 
 HEAD_FILE, HEAD_CONFIG_FILE = "head.safetensors", "head.json"
 
-__all__ = ["ClassifierBatch", "ClassifierOutput", "SequenceClassifier", "collate", "gpt1_input"]
+__all__ = [
+    "ClassifierBatch",
+    "ClassifierOutput",
+    "SequenceClassifier",
+    "add_tokens",
+    "collate",
+    "gpt1_input",
+]
+
+
+def add_tokens(model: GPT, n_new: int) -> GPT:
+    """A copy of model with n_new more token ids after its vocabulary, for new special tokens.
+
+    Taught in notebooks/07_gpt1.ipynb. GPT-1 fine-tunes with start, delimiter and extract
+    tokens that pre-training never saw, randomly initialised (Radford et al. 2018, §3.3). The
+    new ids are vocab_size .. vocab_size + n_new - 1; their rows of the token embedding (and
+    of an untied output layer) are drawn as the model's init scheme draws them, from torch's
+    global random state, and every other weight is copied, so an input of old ids gives the
+    same logits over the old vocabulary as before. Raises ValueError for n_new < 1.
+    """
+    n_new = check_integer("n_new", n_new, 1, "a positive integer")
+    config = dataclasses.replace(model.config, vocab_size=model.config.vocab_size + n_new)
+    weight = model.tok_emb.weight
+    bigger = GPT(config).to(device=weight.device, dtype=weight.dtype)
+    new_state = bigger.state_dict()
+    for name, tensor in model.state_dict().items():
+        if new_state[name].shape == tensor.shape:
+            new_state[name] = tensor
+        else:  # a table with one row per token: the old rows keep their values
+            new_state[name][: tensor.size(0)] = tensor
+    bigger.load_state_dict(new_state)
+    return bigger
 
 
 def gpt1_input(

@@ -1,5 +1,6 @@
 """Generation: the decoding loop behind `GPT.generate`, with a KV cache, left-padded batches of
-prompts of different lengths, stop sequences and the log-probability of every generated token.
+prompts of different lengths, stop sequences and the log-probability of every generated token;
+and beam search, which looks for the likeliest continuation instead of sampling one.
 
 Taught in notebooks/08_gpt2.ipynb (sampling) and notebooks/14_inference.ipynb (the cache and
 batches). Stop sequences and log-probabilities serve notebooks/11_codex.ipynb: it samples programs
@@ -17,12 +18,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from .attention import KVCache, left_padding
-from .sampling import _sample, check_integer, check_sampling_args
+from .sampling import _real, _sample, check_integer, check_sampling_args
 
 if TYPE_CHECKING:
     from .model import GPT
 
-__all__ = ["Generation", "cut_at_stop", "generate", "left_pad"]
+__all__ = ["Generation", "beam_search", "cut_at_stop", "generate", "left_pad"]
 INTEGER_IDS = (torch.int64, torch.int32)
 
 
@@ -286,6 +287,110 @@ def generate(
     if not ending:
         new_lengths.fill_(length - T)
     return Generation(ids, logprobs[:, : length - T].clone(), new_lengths)
+
+
+def beam_search(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    num_beams: int,
+    length_penalty: float = 1.0,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    use_cache: bool = True,
+    return_scores: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The likeliest continuation of each row of idx (B, T) that beam search finds: (B, T + new).
+
+    Taught in notebooks/08_gpt2.ipynb. Each row keeps num_beams partial continuations (beams),
+    ranked by their log-probability; every step extends each beam by every token and keeps the
+    num_beams best extensions. With eos_token_id, an extension ending in it (and ranked among
+    the best num_beams) is set aside as a finished hypothesis; when max_new_tokens steps have
+    run (there is no early stopping), the beams still running join them, and each row returns
+    the hypothesis with the best score = log p(continuation | prompt) / length ** length_penalty,
+    length counting the new tokens (end-of-text included). Rows that finished early are padded
+    with pad_token_id (default eos_token_id); new = max_new_tokens. Without eos_token_id every
+    hypothesis has the same length and length_penalty changes nothing; with it, a larger
+    length_penalty favours longer continuations (log-probabilities are negative). num_beams=1
+    is greedy decoding; enough beams to keep every continuation is exhaustive search. Holtzman
+    et al. 2019 (Figure 1, Table 1) show that this search for likely text makes a language
+    model's output more repetitive than sampling. use_cache=True feeds one token per step
+    through a `KVCache` whose rows follow their beams (`KVCache.reorder`); with learned positions
+    past block_size, each step re-reads the last block_size tokens. return_scores=True also
+    returns the (B,) scores. Raises ValueError or TypeError, naming the argument, for a bad
+    prompt, max_new_tokens, num_beams, length_penalty or token id.
+    """
+    config = model.config
+    args = check_sampling_args(
+        max_new_tokens=max_new_tokens,
+        vocab_size=config.vocab_size,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    K = check_integer("num_beams", num_beams, 1, "a positive integer")
+    penalty = _real("length_penalty", length_penalty, "a finite number (1.0: mean log-probability)")
+    B, T = _check_prompt(idx, config.vocab_size)
+    steps, eos = args.max_new_tokens, args.eos_token_id
+    fill = args.pad_token_id if args.pad_token_id is not None else (eos if eos is not None else 0)
+    limit = config.block_size if config.position == "learned" else None
+    cached = use_cache and (limit is None or T + steps <= limit)
+    out = idx.repeat_interleave(K, dim=0)  # (B·K, T): beam k of row b is row b·K + k
+    sums = torch.full((B, K), float("-inf"), device=idx.device)
+    sums[:, 0] = 0.0  # the copies start at -inf, so the first step expands one beam per row
+    finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(B)]
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), _restore_mode(model, was_training):
+        cache = KVCache(config.n_layer, T + steps) if cached and steps else None
+        if cache is not None:
+            logits = model(idx, kv_cache=cache, logits_to_keep=1).logits[:, -1]
+            rows = torch.arange(B, device=idx.device).repeat_interleave(K)
+            cache.reorder(rows)
+            logits = logits[rows]
+        for step in range(steps):
+            if cache is None:
+                first = 0 if limit is None else max(0, out.size(1) - limit)
+                logits = model(out[:, first:], logits_to_keep=1).logits[:, -1]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B·K, V)
+            V = logprobs.size(1)
+            candidates = (sums.view(-1, 1) + logprobs).view(B, K * V)
+            top, flat = candidates.topk(min(2 * K, K * V), dim=1)  # at most K can end in eos
+            source, tokens = (
+                torch.zeros(B, K, dtype=torch.long),
+                torch.zeros(B, K, dtype=torch.long),
+            )
+            new_sums = torch.full((B, K), float("-inf"), device=idx.device)
+            for b in range(B):
+                kept = 0
+                for rank, (score, index) in enumerate(
+                    zip(top[b].tolist(), flat[b].tolist(), strict=True)
+                ):
+                    beam, token = divmod(index, V)
+                    if token == eos:
+                        if rank < K:  # a finished hypothesis ranked among the best K
+                            ids = torch.cat([out[b * K + beam, T:], out.new_tensor([token])])
+                            finished[b].append((score / (step + 1) ** penalty, ids))
+                    elif kept < K:
+                        source[b, kept], tokens[b, kept], new_sums[b, kept] = beam, token, score
+                        kept += 1
+            rows = (torch.arange(B)[:, None] * K + source).view(-1).to(idx.device)
+            next_tokens = tokens.view(-1, 1).to(idx.device)
+            out, sums = torch.cat([out[rows], next_tokens], dim=1), new_sums
+            if cache is not None and step + 1 < steps:
+                cache.reorder(rows)
+                logits = model(next_tokens, kv_cache=cache, logits_to_keep=1).logits[:, -1]
+    result = idx.new_full((B, T + steps), fill)
+    result[:, :T] = idx
+    scores = torch.zeros(B)
+    for b in range(B):
+        running = [
+            (float(sums[b, k]) / steps**penalty, out[b * K + k, T:]) for k in range(K) if steps
+        ]
+        hypotheses = [h for h in finished[b] + running if h[0] != float("-inf")]
+        if hypotheses:
+            scores[b], best = max(hypotheses, key=lambda h: h[0])
+            result[b, T : T + best.numel()] = best
+    return (result, scores) if return_scores else result
 
 
 def _check_prompt(idx: object, vocab_size: int) -> tuple[int, int]:

@@ -266,6 +266,30 @@ class KVCache:
             layer._returned = (0, None)
         self.length = length
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Make row i of the batch hold what row rows[i] held, in every layer: for beam search.
+
+        Taught in notebooks/08_gpt2.ipynb. rows (B_new,) int64 indexes the current batch; a row
+        may be taken several times (a beam that splits) or not at all (a beam that is dropped),
+        and the batch size becomes B_new. Raises ValueError for rows outside the batch.
+        """
+        if self.batch_size is None:
+            raise ValueError("this KVCache is empty; reorder it after the first forward pass")
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        if rows.dim() != 1 or rows.numel() == 0 or rows.min() < 0 or rows.max() >= self.batch_size:
+            raise ValueError(
+                f"rows must be a non-empty 1-D tensor of row indices in [0, {self.batch_size}), "
+                f"got {rows.tolist()}"
+            )
+        if self.pad is not None:
+            self.pad = self.pad[rows.to(self.pad.device)]
+        for layer in self.layers:
+            if layer._k is not None:
+                rows = rows.to(layer._k.device)
+                layer._k, layer._v = layer._k.index_select(0, rows), layer._v.index_select(0, rows)
+            layer.pad, layer._pad_bias = self.pad, None
+        self.batch_size = rows.numel()
+
     def reserve(
         self, batch_size: int, n_new: int, pad: torch.Tensor | None = None
     ) -> torch.Tensor | None:

@@ -72,9 +72,7 @@ class BrowserPage:
     def open(self, target: str | os.PathLike, wait_ms: int = 0):
         """Load a local file (path) or an HTML string, and return the Playwright page."""
         self.page = self.context.new_page()
-        self.page.on(
-            "console", lambda m: m.type == "error" and self.console_errors.append(m.text)
-        )
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
         self.page.on("pageerror", lambda e: self.console_errors.append(str(e)))
         if isinstance(target, os.PathLike) or (
             isinstance(target, str) and not target.lstrip().startswith("<")
@@ -123,9 +121,11 @@ def browser_page(chromium_browser) -> Iterator[BrowserPage]:
     # Requests that routing does not see (service workers, prefetches) still show up here.
     context.on(
         "request",
-        lambda request: None
-        if request.url.startswith(LOCAL_SCHEMES) or request.url in wrapper.blocked
-        else wrapper.blocked.append(request.url),
+        lambda request: (
+            None
+            if request.url.startswith(LOCAL_SCHEMES) or request.url in wrapper.blocked
+            else wrapper.blocked.append(request.url)
+        ),
     )
     yield wrapper
     context.close()

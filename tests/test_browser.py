@@ -3,8 +3,7 @@
 
 def test_a_local_page_renders_and_remote_requests_are_refused(browser_page) -> None:
     page = browser_page.open(
-        "<html><body><p id='x'>hello</p>"
-        "<img src='https://example.com/pixel.png'></body></html>",
+        "<html><body><p id='x'>hello</p><img src='https://example.com/pixel.png'></body></html>",
         wait_ms=200,
     )
     assert page.locator("#x").inner_text() == "hello"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gptlib import GPTConfig
 from gptlib.config import ADDED_FIELDS, CONFIG_FORMAT
@@ -220,4 +221,29 @@ def test_the_config_module_cites_the_books_bibliography_not_outside_files():
     import gptlib.config
 
     assert "notebooks/references.md" in gptlib.config.__doc__
-    assert (ROOT / "notebooks" / "references.md").is_file()  # test_citations checks the rest
+    assert (ROOT / "notebooks" / "references.md").is_file()
+    outside = "shared" + "/reference"  # in two pieces, so that this file does not cite it
+    assert outside not in (ROOT / "gptlib" / "config.py").read_text(encoding="utf-8")
+
+
+def test_the_locally_banded_reading_of_gpt3_drops_only_the_strided_part():
+    from gptlib.attention import attention_mask
+    from gptlib.config import GPT3_LOCALLY_BANDED
+
+    strided, local = (
+        GPTConfig.from_preset("gpt3"),
+        GPTConfig.from_preset("gpt3", **GPT3_LOCALLY_BANDED),
+    )
+    assert {row[0] for row in strided.diff(local)} == {
+        "attention_pattern",
+        "window_size",
+        "sparse_stride",
+    }
+    assert [local.layer_layout(i) for i in range(4)] == ["dense", "local"] * 2
+    positions = torch.arange(300)
+    band = attention_mask("local", positions, positions, window_size=local.window_size)
+    both = attention_mask("strided", positions, positions, sparse_stride=strided.sparse_stride)
+    assert (band <= both).all()  # every key of the band is a key of the strided layer
+    extra = both & ~band  # what the strided part adds: earlier keys a multiple of 128 back
+    offsets = (positions[:, None] - positions[None, :])[extra]
+    assert bool(extra.any()) and bool((offsets % 128 == 0).all()) and bool((offsets >= 128).all())

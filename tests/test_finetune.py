@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from gptlib import GPT, GPTConfig
-from gptlib.finetune import SequenceClassifier, collate, gpt1_input
+from gptlib.finetune import SequenceClassifier, add_tokens, collate, gpt1_input
 
 START, DELIM, EXTRACT = 20, 21, 22
 
@@ -186,3 +186,27 @@ def test_save_and_load_keep_the_head(tmp_path) -> None:
     tiny_gpt().save(tmp_path / "plain")
     with pytest.raises(FileNotFoundError, match="SequenceClassifier.save"):
         SequenceClassifier.load(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("tie_embeddings", [True, False], ids=["tied", "untied"])
+def test_add_tokens_appends_new_ids_and_keeps_what_the_old_ones_give(tie_embeddings) -> None:
+    torch.manual_seed(0)
+    config = GPTConfig.from_preset("gpt1", n_layer=2, n_head=2, n_embd=16, block_size=32,
+                                   vocab_size=20, tie_embeddings=tie_embeddings,
+                                   lm_head_bias=not tie_embeddings)  # fmt: skip
+    model = GPT(config).eval()
+    bigger = add_tokens(model, 3).eval()
+    assert bigger.config.vocab_size == 23 and model.config.vocab_size == 20
+    assert bigger.config.diff(model.config) == [("vocab_size", 23, 20)]
+    idx = torch.randint(20, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(bigger(idx).logits[..., :20], model(idx).logits, atol=1e-6)
+        new_rows = bigger.tok_emb.weight[20:]
+    assert new_rows.abs().sum() > 0 and new_rows.std() < 0.1  # drawn like the init, not zeros
+    assert (bigger.lm_head.weight is bigger.tok_emb.weight) == tie_embeddings
+    # The new ids can be read, and the model trains through them.
+    loss = bigger(torch.tensor([[20, 3, 21, 5, 22]]), targets=torch.tensor([[3, 4, 5, 6, 7]])).loss
+    loss.backward()
+    assert bigger.tok_emb.weight.grad[20:].abs().sum() > 0
+    with pytest.raises(ValueError, match="n_new"):
+        add_tokens(model, 0)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gptlib import GPT, Generation, GPTConfig
 from gptlib.attention import KVCache, LayerCache
-from gptlib.generation import cut_at_stop, left_pad
+from gptlib.generation import beam_search, cut_at_stop, left_pad
 from gptlib.inference import generate_batched
 from gptlib.sampling import check_sampling_args, filter_logits, sample_next
 from gptlib.tokenizers import CharTokenizer
@@ -460,3 +460,106 @@ def test_temperature_zero_is_greedy_whatever_top_k_and_top_p_say():
     logits = torch.tensor([[0.1, 2.0, -1.0, 1.9]])
     assert sample_next(logits, temperature=0, top_k=1, top_p=0.1).item() == 1
     assert math.isinf(filter_logits(logits, top_k=1)[0, 0].item())
+
+
+# ---------------------------------------------------------------------- beam search
+def _exhaustive(model: GPT, prompt: torch.Tensor, steps: int, eos: int | None, penalty: float):
+    """Best (score, continuation) over every continuation: brute force with one forward each."""
+    best = (float("-inf"), None)
+    frontier = [[]]  # unfinished continuations, extended by every token at each step
+    for length in range(1, steps + 1):
+        grown = []
+        for prefix in frontier:
+            for token in range(model.config.vocab_size):
+                if token == eos or length == steps:  # a complete hypothesis
+                    total = _logprob(model, prompt, prefix + [token])
+                    best = max(best, (total / length**penalty, prefix + [token]))
+                if token != eos:
+                    grown.append(prefix + [token])
+        frontier = grown
+    return best
+
+
+def _logprob(model: GPT, prompt: torch.Tensor, continuation: list[int]) -> float:
+    ids = torch.tensor([prompt.tolist() + continuation])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+    T = prompt.numel()
+    return sum(float(logprobs[T - 1 + i, t]) for i, t in enumerate(continuation))
+
+
+@pytest.mark.parametrize("eos, penalty", [(None, 1.0), (0, 1.0), (0, 0.0), (0, 2.0)])
+def test_beam_search_with_enough_beams_finds_what_exhaustive_search_finds(eos, penalty):
+    # A 4-token vocabulary and 3 new tokens: at most 4**2 beams are ever alive, so 16 beams
+    # keep everything and beam search must find the exhaustive optimum, score included.
+    for seed in range(2):
+        model = make(seed, vocab_size=4, n_embd=16, n_head=2)
+        prompt = torch.tensor([1, 3, 2])
+        ids, scores = beam_search(model, prompt[None], 3, num_beams=16, length_penalty=penalty,
+                                  eos_token_id=eos, return_scores=True)  # fmt: skip
+        best_score, best = _exhaustive(model, prompt, 3, eos, penalty)
+        got = ids[0, 3 : 3 + len(best)].tolist()
+        assert got == best, f"seed {seed}: beam search {got}, exhaustive {best}"
+        assert scores[0].item() == pytest.approx(best_score, abs=1e-5)
+        assert ids[0, 3 + len(best) :].tolist() == [eos] * (3 - len(best))  # padded with eos
+
+
+def test_one_beam_is_greedy_and_the_score_is_the_mean_log_probability_returned():
+    model, prompt = make(2), tokens(batch=2, length=5, seed=4)
+    greedy = model.generate(prompt, 12, temperature=0.0)
+    assert torch.equal(beam_search(model, prompt, 12, num_beams=1), greedy)
+    for beams in (1, 4):
+        ids, scores = beam_search(model, prompt, 12, num_beams=beams, return_scores=True)
+        for row in range(2):
+            mean = _logprob(model, prompt[row], ids[row, 5:].tolist()) / 12
+            assert scores[row].item() == pytest.approx(mean, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["learned-dense", "rotary-local", "alibi-strided", "moe"])
+def test_beam_search_with_the_cache_equals_no_cache(name):
+    model, prompt = make(5, **CASES[name]), tokens(batch=2, length=6, seed=6)
+    for eos in (None, 7):
+        kwargs = dict(num_beams=3, eos_token_id=eos, return_scores=True)
+        cached, cached_scores = beam_search(model, prompt, 8, use_cache=True, **kwargs)
+        plain, plain_scores = beam_search(model, prompt, 8, use_cache=False, **kwargs)
+        assert torch.equal(cached, plain)
+        assert torch.allclose(cached_scores, plain_scores, atol=1e-5)
+
+
+def test_beam_search_slides_past_block_size_with_learned_positions():
+    model = make(1, block_size=8)
+    ids = beam_search(model, tokens(batch=1, length=6), 10, num_beams=2)
+    assert ids.shape == (1, 16)
+
+
+def test_kv_cache_reorder_moves_rows_with_their_beams():
+    model, prompt = make(3), tokens(batch=2, length=5, seed=8)
+    cache = KVCache(model.config.n_layer)
+    with torch.no_grad():
+        model(prompt, kv_cache=cache)
+        cache.reorder(torch.tensor([1, 1, 0]))
+        step = torch.tensor([[4], [9], [2]])
+        logits = model(step, kv_cache=cache).logits[:, -1]
+        expected = model(torch.cat([prompt[[1, 1, 0]], step], dim=1)).logits[:, -1]
+    assert torch.allclose(logits, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="row indices in"):
+        cache.reorder(torch.tensor([3]))
+    with pytest.raises(ValueError, match="empty"):
+        KVCache(2).reorder(torch.tensor([0]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(num_beams=0), ValueError, "num_beams"),
+        (dict(num_beams=2.0), TypeError, "num_beams"),
+        (dict(length_penalty="long"), TypeError, "length_penalty"),
+        (dict(length_penalty=float("nan")), ValueError, "length_penalty"),
+        (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
+        (dict(eos_token_id=VOCAB), ValueError, "eos_token_id"),
+    ],
+)
+def test_beam_search_refuses_each_bad_argument_by_name(kwargs, error, message):
+    arguments = {**dict(max_new_tokens=3, num_beams=2), **kwargs}
+    with pytest.raises(error, match=message):
+        beam_search(make(), tokens(), **arguments)
