@@ -1,6 +1,7 @@
 """The command line `python -m gptlib.alignment`: InstructGPT's three stages, and DPO, on the toy world.
 
-Taught in the InstructGPT chapter, which loads what this command writes. `gptlib.alignment.main`
+Taught in notebooks/12_instructgpt.ipynb,
+which loads what this command writes. `gptlib.alignment.main`
 calls `run`. For each seed it fine-tunes the base model on demonstrations (SFT), has the
 labeler rank K of the SFT model's responses per prompt, trains a reward model on those
 rankings, runs PPO against it at each KL coefficient β, runs DPO on the same rankings, and
@@ -35,9 +36,9 @@ from .alignment import (
     reward_model,
     sampled_kl,
     sequence_scores,
-    train_dpo,
     train_reward_model,
 )
+from .dpo import train_dpo
 from .instructions import (
     Instruction,
     demonstrations,
@@ -288,7 +289,8 @@ def _one_seed(base: GPT, tokenizer: Any, seed: int, args: argparse.Namespace, ou
 def run(argv: Sequence[str] | None = None) -> dict:
     """Run every stage for every seed and write results.json (and the models) to --out.
 
-    Taught in the InstructGPT chapter. Run `python -m gptlib.alignment --help` for the options.
+    Taught in notebooks/12_instructgpt.ipynb.
+    Run `python -m gptlib.alignment --help` for the options.
     """
     parser = _parser()
     args = parser.parse_args(argv)
