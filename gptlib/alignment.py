@@ -1,13 +1,13 @@
-"""Learning from demonstrations and preferences: response log-probabilities, SFT batches, a
-reward model trained on rankings, and direct preference optimisation (DPO).
+"""Learning from demonstrations and preferences: response log-probabilities, SFT batches and a
+reward model trained on rankings.
 
-Taught in the InstructGPT chapter.
+Taught in notebooks/12_instructgpt.ipynb.
 
 InstructGPT (Ouyang et al. 2022, §3.5) has three stages: supervised fine-tuning (SFT) on
 demonstrations, a reward model (RM) trained on rankings of several responses to one prompt, and
 reinforcement learning against the RM with a KL penalty (PPO, in `gptlib.ppo`). DPO
-(Rafailov et al. 2023) skips the reward model and the RL: it fits the policy to the same
-preference pairs directly. Every sequence here is a prompt followed by a response, stored as
+(Rafailov et al. 2023, in `gptlib.dpo`) skips the reward model and the RL: it fits the policy
+to the same preference pairs directly. Every sequence here is a prompt followed by a response, stored as
 one row of token ids (B, T), right-padded, with a boolean `response_mask` (B, T) that is True
 at the response's tokens (its end-of-text token included).
 """
@@ -28,7 +28,6 @@ __all__ = [
     "Comparisons",
     "Rollout",
     "SFTData",
-    "dpo_loss",
     "generate_responses",
     "main",
     "normalise_scores",
@@ -40,7 +39,6 @@ __all__ = [
     "sequence_logprobs",
     "sequence_scores",
     "token_logprobs",
-    "train_dpo",
     "train_reward_model",
 ]
 
@@ -67,7 +65,8 @@ def _check_rows(idx: torch.Tensor, response_mask: torch.Tensor) -> None:
 def token_logprobs(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """Log-probability of each token given the tokens before it: (B, T) ids -> (B, T - 1) nats.
 
-    Taught in the InstructGPT chapter. Entry [b, t] is log π(idx[b, t + 1] | idx[b, : t + 1]),
+    Taught in notebooks/12_instructgpt.ipynb.
+    Entry [b, t] is log π(idx[b, t + 1] | idx[b, : t + 1]),
     from one forward pass; gradients flow to the model.
     """
     if idx.dim() != 2 or idx.size(1) < 2:
@@ -79,7 +78,8 @@ def token_logprobs(model: GPT, idx: torch.Tensor) -> torch.Tensor:
 def sequence_logprobs(model: GPT, idx: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """Sum of the log-probabilities of each row's response tokens: log π(y | x), shape (B,), nats.
 
-    Taught in the InstructGPT chapter. The prompt and the padding do not count; gradients flow
+    Taught in notebooks/12_instructgpt.ipynb.
+    The prompt and the padding do not count; gradients flow
     to the model, so DPO can train through it (Rafailov et al. 2023, Eq. 7).
     """
     _check_rows(idx, response_mask)
@@ -92,7 +92,8 @@ def sequence_logprobs(model: GPT, idx: torch.Tensor, response_mask: torch.Tensor
 def sampled_kl(policy: GPT, reference: GPT, rollout: Rollout) -> torch.Tensor:
     """log π(y|x) - log π_ref(y|x) of each sampled response (B,), in nats.
 
-    Taught in the InstructGPT chapter. For responses sampled from `policy`, the mean of this is
+    Taught in notebooks/12_instructgpt.ipynb.
+    For responses sampled from `policy`, the mean of this is
     an unbiased estimate of KL(π || π_ref), the distance the KL penalty holds down.
     """
     return sequence_logprobs(policy, rollout.idx, rollout.response_mask) - sequence_logprobs(
@@ -104,7 +105,7 @@ def sampled_kl(policy: GPT, reference: GPT, rollout: Rollout) -> torch.Tensor:
 class Rollout:
     """Prompts with sampled responses, right-padded into one batch (`generate_responses`).
 
-    Taught in the InstructGPT chapter.
+    Taught in notebooks/12_instructgpt.ipynb.
     """
 
     idx: torch.Tensor  # (B, T) prompt, response, then padding
@@ -134,7 +135,7 @@ def generate_responses(
 ) -> Rollout:
     """Sample one response per prompt with `model.generate`, ending at `eos_id` or the limit.
 
-    Taught in the InstructGPT chapter. `GPT` has no padding mask, so prompts of equal length
+    Taught in notebooks/12_instructgpt.ipynb. `GPT` has no padding mask, so prompts of equal length
     are generated together and the groups are joined afterwards, right-padded with `eos_id`
     (padding sits after each response, where causal attention cannot see it).
     """
@@ -170,7 +171,7 @@ def generate_responses(
 class SFTData:
     """Prompt-response pairs served as training batches whose loss ignores the prompt tokens.
 
-    Taught in the InstructGPT chapter. InstructGPT's SFT is next-token prediction on labeler
+    Taught in notebooks/12_instructgpt.ipynb. InstructGPT's SFT is next-token prediction on labeler
     demonstrations (Ouyang et al. 2022, §3.5); only the response is learned, so targets at
     prompt positions (and padding) are -1, which the model's loss ignores.
     """
@@ -218,7 +219,7 @@ class SFTData:
 def reward_model(gpt: GPT) -> SequenceClassifier:
     """A copy of `gpt` with a scalar head on the last token: the reward model r(x, y).
 
-    Taught in the InstructGPT chapter. InstructGPT starts its RM from a fine-tuned GPT-3 with
+    Taught in notebooks/12_instructgpt.ipynb. InstructGPT starts its RM from a fine-tuned GPT-3 with
     the unembedding layer replaced by a projection to one number (Ouyang et al. 2022, §3.5);
     this reuses GPT-1's classifier head (`gptlib.finetune.SequenceClassifier`, n_classes=1)
     with no dropout and no auxiliary LM loss. The given model is not changed.
@@ -231,7 +232,7 @@ def sequence_scores(
 ) -> torch.Tensor:
     """The scalar head's score of each row, read at position `last` (B,): shape (B,).
 
-    Taught in the InstructGPT chapter. For a reward model, `last` is each row's last response
+    Taught in notebooks/12_instructgpt.ipynb. For a reward model, `last` is each row's last response
     token (`Rollout.last`), where the whole prompt and response are in view. Raises ValueError
     for a head with more than one output.
     """
@@ -244,7 +245,7 @@ def sequence_scores(
 def normalise_scores(model: SequenceClassifier, idx: torch.Tensor, last: torch.Tensor) -> None:
     """Shift and scale the scalar head so that these rows score mean 0 and standard deviation 1.
 
-    Taught in the InstructGPT chapter. The pairwise loss leaves a reward model's offset and
+    Taught in notebooks/12_instructgpt.ipynb. The pairwise loss leaves a reward model's offset and
     scale free; InstructGPT shifts its RM so that the demonstrations score 0 on average before
     RL (Ouyang et al. 2022, §3.5). Here the SFT model's samples are the reference, and the
     unit scale makes one KL coefficient β mean the same for every seed.
@@ -258,7 +259,7 @@ def normalise_scores(model: SequenceClassifier, idx: torch.Tensor, last: torch.T
 def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """Mean of -log σ(r_chosen - r_rejected) over the pairs: the reward model's loss, in nats.
 
-    Taught in the InstructGPT chapter. Ouyang et al. 2022, §3.5, Eq. 1: with all C(K, 2)
+    Taught in notebooks/12_instructgpt.ipynb. Ouyang et al. 2022, §3.5, Eq. 1: with all C(K, 2)
     pairs of a ranking of K responses, the loss is -1/C(K,2) E[log σ(r(x, y_w) - r(x, y_l))].
     It only depends on differences of rewards, so it leaves the RM's offset free. Shapes (P,).
     """
@@ -271,7 +272,8 @@ def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Ten
 class Comparisons:
     """Ranked responses: sequences grouped by prompt, and (chosen, rejected) pairs of them.
 
-    Taught in the InstructGPT chapter; `gptlib.instructions.label_comparisons` makes them from
+    Taught in notebooks/12_instructgpt.ipynb;
+    `gptlib.instructions.label_comparisons` makes them from
     a labeler's rankings. The reward model and DPO learn from the same object.
     """
 
@@ -306,7 +308,7 @@ def _scores_of_rows(
 def pairwise_accuracy(model: SequenceClassifier, data: Comparisons) -> float:
     """Share of pairs whose chosen response the reward model scores higher (0.5 = chance).
 
-    Taught in the InstructGPT chapter, on comparisons the reward model was not trained on.
+    Taught in notebooks/12_instructgpt.ipynb, on comparisons the reward model was not trained on.
     Raises ValueError when `data` holds no pairs.
     """
     if len(data.pairs) == 0:
@@ -342,7 +344,7 @@ def train_reward_model(
 ) -> list[float]:
     """Fit the reward model to the pairs with `pairwise_loss`; return the loss of each step.
 
-    Taught in the InstructGPT chapter. Each step takes `prompts_per_batch` prompts and every
+    Taught in notebooks/12_instructgpt.ipynb. Each step takes `prompts_per_batch` prompts and every
     pair of their rankings, scoring each response once: InstructGPT puts all C(K, 2) pairs of a
     prompt in one batch element, which needs one forward pass per response instead of one per
     pair, and stops the overfitting it saw when the pairs of a prompt were shuffled apart
@@ -363,68 +365,10 @@ def train_reward_model(
     return losses
 
 
-def dpo_loss(
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    ref_chosen_logps: torch.Tensor,
-    ref_rejected_logps: torch.Tensor,
-    beta: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The DPO loss (mean over pairs, nats) and the implicit rewards of chosen and rejected (P,).
-
-    Taught in the InstructGPT chapter. Rafailov et al. 2023, Eq. 7: the KL-regularised RL
-    objective max E[r] - β KL(π || π_ref) is maximised by π ∝ π_ref exp(r / β), so
-    r(x, y) = β log π(y|x)/π_ref(y|x) + β log Z(x); put into the pairwise (Bradley-Terry) loss
-    the Z(x) cancels:  L = -log σ(β log π(y_w)/π_ref(y_w) - β log π(y_l)/π_ref(y_l)).
-    Inputs are summed response log-probs (`sequence_logprobs`), shape (P,); the implicit
-    rewards β log π/π_ref are returned detached, for monitoring.
-    """
-    if beta <= 0:
-        raise ValueError(f"beta must be positive (it scales the KL penalty), got {beta}")
-    chosen = beta * (policy_chosen_logps - ref_chosen_logps)
-    rejected = beta * (policy_rejected_logps - ref_rejected_logps)
-    loss = F.softplus(rejected - chosen).mean()
-    return loss, chosen.detach(), rejected.detach()
-
-
-def train_dpo(
-    policy: GPT,
-    reference: GPT,
-    data: Comparisons,
-    beta: float,
-    steps: int,
-    batch_size: int = 32,
-    lr: float = 1e-4,
-    seed: int = 0,
-) -> dict[str, list[float]]:
-    """Fit the policy to the preference pairs with `dpo_loss`; return loss and pair accuracy.
-
-    Taught in the InstructGPT chapter. The reference (the SFT model) is read once, for its
-    log-probabilities; only the policy trains. Accuracy is the share of a batch's pairs whose
-    chosen response has the larger implicit reward.
-    """
-    with torch.no_grad():
-        ref_logps = sequence_logprobs(reference.eval(), data.idx, data.response_mask)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = policy.configure_optimizer(lr, 0.0, (0.9, 0.95))
-    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
-    policy.train()
-    for _ in range(steps):
-        pairs = data.pairs[torch.randint(len(data.pairs), (batch_size,), generator=generator)]
-        rows = pairs.flatten()
-        logps = sequence_logprobs(policy, data.idx[rows], data.response_mask[rows]).view(-1, 2)
-        ref = ref_logps[rows].view(-1, 2)
-        loss, chosen, rejected = dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta)
-        optimizer_step(optimizer, loss, policy)
-        history["loss"].append(loss.item())
-        history["accuracy"].append(float((chosen > rejected).float().mean()))
-    return history
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the command line `python -m gptlib.alignment` (options: `--help`; see alignment_cli).
 
-    Taught in the InstructGPT chapter.
+    Taught in notebooks/12_instructgpt.ipynb.
     """
     from .alignment_cli import run
 

@@ -1,6 +1,7 @@
 """The command line `python -m gptlib.alignment`: InstructGPT's three stages, and DPO, on the toy world.
 
-Taught in the InstructGPT chapter, which loads what this command writes. `gptlib.alignment.main`
+Taught in notebooks/12_instructgpt.ipynb,
+which loads what this command writes. `gptlib.alignment.main`
 calls `run`. For each seed it fine-tunes the base model on demonstrations (SFT), has the
 labeler rank K of the SFT model's responses per prompt, trains a reward model on those
 rankings, runs PPO against it at each KL coefficient β, runs DPO on the same rankings, and
@@ -35,9 +36,9 @@ from .alignment import (
     reward_model,
     sampled_kl,
     sequence_scores,
-    train_dpo,
     train_reward_model,
 )
+from .dpo import train_dpo
 from .instructions import (
     Instruction,
     demonstrations,
@@ -51,7 +52,7 @@ from .instructions import (
 from .labeler import Labeler
 from .model import GPT
 from .ppo import PPOConfig, ppo, value_model
-from .train import load_checkpoint
+from .train import History, TrainConfig, load_checkpoint, train
 
 RESULTS_FILE = "results.json"
 
@@ -94,23 +95,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _supervised_fine_tune(model: GPT, data: SFTData, args: argparse.Namespace, seed: int) -> list:
-    """Next-token loss on the responses, AdamW with a linearly decaying learning rate."""
-    optimizer = model.configure_optimizer(args.sft_lr, 0.0, (0.9, 0.95))
-    generator = torch.Generator().manual_seed(seed)
-    block_size = model.config.block_size
-    losses = []
-    model.train()
-    for step in range(args.sft_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = args.sft_lr * (1 - step / args.sft_steps)
-        x, y = data.get_batch(args.sft_batch_size, block_size, generator)
-        loss = model(x, targets=y).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+def _supervised_fine_tune(
+    model: GPT, train_data: SFTData, val_data: SFTData, args: argparse.Namespace, seed: int
+) -> History:
+    """SFT with the library's training loop: next-token loss on the response tokens only, AdamW,
+    no warmup and a cosine decay to 10% of the learning rate, as InstructGPT's SFT (Ouyang et
+    al. 2022, App. C), evaluated on held-out demonstrations every 100 steps."""
+    config = TrainConfig(
+        max_steps=args.sft_steps,
+        batch_size=args.sft_batch_size,
+        lr=args.sft_lr,
+        warmup_steps=0,
+        weight_decay=0.0,
+        eval_interval=100,
+        eval_batches=4,
+        seed=seed,
+    )
+    return train(model, train_data, val_data, config, progress=False)
 
 
 def _evaluate(
@@ -173,12 +174,17 @@ def _one_seed(base: GPT, tokenizer: Any, seed: int, args: argparse.Namespace, ou
     torch.manual_seed(seed)
     sft_instructions = make_instructions(args.sft_examples, seed=1000 + seed)
     texts = demonstrations(sft_instructions, seed=1000 + seed, flaw_rate=args.flaw_rate)
-    data = SFTData(
-        [encode_example(tokenizer, i, t) for i, t in zip(sft_instructions, texts, strict=True)],
-        pad_id=end_of_text_id(tokenizer),
-    )
+    examples = [
+        encode_example(tokenizer, i, t) for i, t in zip(sft_instructions, texts, strict=True)
+    ]
+    n_val = max(1, len(examples) // 20)  # 5% of the demonstrations measure the SFT loss
+    pad = end_of_text_id(tokenizer)
     sft = copy.deepcopy(base)
-    result["sft_loss"] = _supervised_fine_tune(sft, data, args, seed)
+    history = _supervised_fine_tune(
+        sft, SFTData(examples[n_val:], pad), SFTData(examples[:n_val], pad), args, seed
+    )
+    result["sft_loss"] = history.train_loss
+    result["sft_val_loss"] = {"steps": history.eval_steps, "loss": history.val_loss}
     sft.eval()
     seconds["sft"] = time.perf_counter() - start
 
@@ -283,7 +289,8 @@ def _one_seed(base: GPT, tokenizer: Any, seed: int, args: argparse.Namespace, ou
 def run(argv: Sequence[str] | None = None) -> dict:
     """Run every stage for every seed and write results.json (and the models) to --out.
 
-    Taught in the InstructGPT chapter. Run `python -m gptlib.alignment --help` for the options.
+    Taught in notebooks/12_instructgpt.ipynb.
+    Run `python -m gptlib.alignment --help` for the options.
     """
     parser = _parser()
     args = parser.parse_args(argv)

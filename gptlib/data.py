@@ -307,9 +307,12 @@ class BatchSource(Protocol):
     """Anything training can draw batches from: one method, ``get_batch``.
 
     ``get_batch(batch_size, block_size, generator, device)`` returns ``(x, y)``, two
-    LongTensors of shape ``(batch_size, block_size)``: the inputs, and the target of every
-    position, where ``IGNORE_INDEX`` (-1) or -100 marks a position left out of the loss (a
-    prompt token in supervised fine-tuning, padding). A source must draw every random choice
+    LongTensors of shape ``(batch_size, T)`` with ``1 <= T <= block_size``: the inputs, and the
+    target of every position, where ``IGNORE_INDEX`` (-1) or -100 marks a position left out of
+    the loss (a prompt token in supervised fine-tuning, padding). Windows of a token stream
+    fill the block (T = block_size); a source of short examples may return only as many
+    columns as its longest example in the batch needs (`gptlib.alignment.SFTData` does), which
+    saves the compute of padding. A source must draw every random choice
     from ``generator``: that is what makes a run reproducible, resumable exactly, and
     independent of the number of processes (`gptlib.train.train` draws the whole global
     batch on every process from the same generator and gives each process its rows).
@@ -324,7 +327,7 @@ class BatchSource(Protocol):
         generator: torch.Generator,
         device: str | torch.device = "cpu",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y), each (batch_size, block_size) LongTensors; see the class docstring."""
+        """(x, y), each (batch_size, T <= block_size) LongTensors; see the class docstring."""
         ...
 
 

@@ -152,7 +152,7 @@ class SequenceClassifier(nn.Module):
     an LM loss of zero that keeps the graph, never NaN.
     `n_classes=1` makes the head a single score, as InstructGPT's reward model replaces the
     unembedding by a scalar head (Ouyang et al. 2022, §3.5); such a head has no class labels
-    and is trained with `gptlib.alignment.pairwise_loss` instead (the InstructGPT chapter).
+    and is trained with `gptlib.alignment.pairwise_loss` instead (notebooks/12_instructgpt.ipynb).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """A toy instruction-following world: instructions, demonstrations, prompts and responses.
 
-Taught in the InstructGPT chapter.
+Taught in notebooks/12_instructgpt.ipynb.
 
 InstructGPT (Ouyang et al. 2022, §3.2-3.4) needs three things from people: prompts, written
 demonstrations of the ideal response, and rankings of several model responses to one prompt.
@@ -108,7 +108,7 @@ def _instruction(kind: str, rng: random.Random) -> Instruction:
 def make_instructions(n: int, seed: int = 0, kinds: Sequence[str] = KINDS) -> list[Instruction]:
     """Draw n instructions from the seeded grammar, the kinds in equal shares on average.
 
-    Taught in the InstructGPT chapter. The same (n, seed, kinds) always gives the same list;
+    Taught in notebooks/12_instructgpt.ipynb. The same (n, seed, kinds) always gives the same list;
     use different seeds for the SFT, reward-model, RL and evaluation prompts, as InstructGPT
     kept separate prompt sets for each stage (Ouyang et al. 2022, §3.2).
     """
@@ -126,7 +126,8 @@ def demonstration(
 ) -> str:
     """A response to the instruction in the words of the stories corpus: ideal, or with a flaw.
 
-    Taught in the InstructGPT chapter. The details the instruction leaves open (the owner, the
+    Taught in notebooks/12_instructgpt.ipynb.
+    The details the instruction leaves open (the owner, the
     food, the place) are drawn with `rng` (a `random.Random` or a seed). Without a flaw the
     labeler gives it the full score of 1.0. A flaw from FLAWS costs points the way a hurried
     writer would lose them: "unfinished" stops before the last two words, "repeats" says the
@@ -150,7 +151,7 @@ def demonstrations(
 ) -> list[str]:
     """One demonstration per instruction; a share `flaw_rate` of them has one flaw from FLAWS.
 
-    Taught in the InstructGPT chapter. Human demonstrations are not all perfect, and SFT
+    Taught in notebooks/12_instructgpt.ipynb. Human demonstrations are not all perfect, and SFT
     imitates whatever they do; a reward model learned from rankings can see the flaws, and RL
     against it can improve on the SFT model, as InstructGPT's PPO models are preferred to its
     SFT models (Ouyang et al. 2022, §4.1, Figure 1).
@@ -212,7 +213,7 @@ def encode_prompt(
 ) -> list[int]:
     """The token ids a model sees for an instruction: newlines, the text, a newline; `length` ids.
 
-    Taught in the InstructGPT chapter. `GPT` has no padding mask, so prompts of different
+    Taught in notebooks/12_instructgpt.ipynb. `GPT` has no padding mask, so prompts of different
     lengths cannot share a batch; padding each on the left with newline tokens (blank lines,
     which the stories corpus has between stories) makes every prompt `length` tokens long, so
     a batch of prompts is one rectangle and the response always starts at position `length`.
@@ -274,7 +275,7 @@ def respond(
     """Sample n responses to each instruction: the rollout (rows in instruction order, the n
     responses of an instruction side by side) and the decoded texts.
 
-    Taught in the InstructGPT chapter.
+    Taught in notebooks/12_instructgpt.ipynb.
     """
     from .alignment import generate_responses
 
@@ -292,7 +293,7 @@ def label_comparisons(
 ) -> Comparisons:
     """Rank the K responses of each instruction with the labeler, keeping every unequal pair.
 
-    Taught in the InstructGPT chapter. `rollout` and `texts` come from `respond(..., n=K)`;
+    Taught in notebooks/12_instructgpt.ipynb. `rollout` and `texts` come from `respond(..., n=K)`;
     the result holds all rows and the labeler's (chosen, rejected) pairs, and is all the
     reward model and DPO will know of the labeler.
     """

@@ -1,6 +1,6 @@
 """The hidden labeler of the toy instruction world: readable criteria, a score, rankings.
 
-Taught in the InstructGPT chapter.
+Taught in notebooks/12_instructgpt.ipynb.
 
 It plays InstructGPT's human labelers, who ranked K = 4 to 9 responses to each prompt
 (Ouyang et al. 2022, §3.4). Only its rankings may reach the reward model and DPO; the policy
@@ -78,7 +78,7 @@ def _grammar_bigrams() -> frozenset[tuple[str, str]]:
 class Labeler:
     """The hidden judge: scores a response by readable criteria and ranks several responses.
 
-    Taught in the InstructGPT chapter. It stands in for InstructGPT's human labelers, who
+    Taught in notebooks/12_instructgpt.ipynb. It stands in for InstructGPT's human labelers, who
     ranked K = 4 to 9 responses to a prompt (Ouyang et al. 2022, §3.4); the reward model and
     DPO learn from its rankings only. `criteria` shows the breakdown, `score` the mean.
     """
@@ -134,7 +134,7 @@ class Labeler:
     ) -> list[tuple[int, int]]:
         """Every (chosen, rejected) pair of the C(K, 2) pairs whose scores differ.
 
-        Taught in the InstructGPT chapter. InstructGPT trains on all C(K, 2) comparisons of a
+        Taught in notebooks/12_instructgpt.ipynb. InstructGPT trains on all C(K, 2) comparisons of a
         ranking of K responses (Ouyang et al. 2022, §3.5); pairs the labeler scores equal say
         nothing about preference and are left out.
         """

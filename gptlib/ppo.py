@@ -1,6 +1,6 @@
 """RLHF with PPO: per-token rewards with a KL penalty, GAE advantages, the clipped losses, a loop.
 
-Taught in the InstructGPT chapter.
+Taught in notebooks/12_instructgpt.ipynb.
 
 InstructGPT's third stage (Ouyang et al. 2022, §3.5, Eq. 2) maximises
 
@@ -54,7 +54,7 @@ __all__ = [
 def value_model(reward: SequenceClassifier) -> SequenceClassifier:
     """A copy of the reward model to serve as the value model V(s), as InstructGPT initialises it.
 
-    Taught in the InstructGPT chapter. InstructGPT starts its value function from the reward
+    Taught in notebooks/12_instructgpt.ipynb. InstructGPT starts its value function from the reward
     model (Ouyang et al. 2022, §3.5). Its scalar head is read at every position, not only the
     last.
     """
@@ -66,7 +66,7 @@ def value_model(reward: SequenceClassifier) -> SequenceClassifier:
 def token_values(value: SequenceClassifier, idx: torch.Tensor) -> torch.Tensor:
     """The value head at every action: (B, T) ids -> (B, T - 1), the value of each prefix.
 
-    Taught in the InstructGPT chapter. Entry [b, t] estimates the return still to come after
+    Taught in notebooks/12_instructgpt.ipynb. Entry [b, t] estimates the return still to come after
     seeing idx[b, : t + 1], before choosing token t + 1.
     """
     hidden, _ = value.hidden_and_logits(idx[:, :-1])
@@ -82,7 +82,7 @@ def kl_penalised_rewards(
 ) -> torch.Tensor:
     """Per-token rewards: -β (log π - log π_ref) at each response token, plus the score at the last.
 
-    Taught in the InstructGPT chapter. Ouyang et al. 2022, §3.5, Eq. 2 (after Ziegler et al.
+    Taught in notebooks/12_instructgpt.ipynb. Ouyang et al. 2022, §3.5, Eq. 2 (after Ziegler et al.
     2019 and Stiennon et al. 2020). `logprobs`, `ref_logprobs` and `action_mask` are (B, T - 1)
     (nats, nats, bool); `scores` (B,) is the reward model's r(x, y). Summed over a row the
     rewards are r(x, y) - β log π(y|x)/π_ref(y|x), whose mean over samples of y is the
@@ -108,7 +108,7 @@ def gae_advantages(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates and returns of each response token: two (B, T - 1).
 
-    Taught in the InstructGPT chapter. Schulman et al. 2016, Eq. 16: with the TD error
+    Taught in notebooks/12_instructgpt.ipynb. Schulman et al. 2016, Eq. 16: with the TD error
     δ_t = r_t + γ V(s_{t+1}) - V(s_t), the advantage is A_t = Σ_l (γλ)^l δ_{t+l}; the episode
     ends after the last response token (V = 0 beyond it). The returns A_t + V(s_t) are the
     value model's targets. InstructGPT uses γ = 1 (no discount; Ouyang et al. 2022, App. C).
@@ -141,7 +141,8 @@ def ppo_policy_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate loss over response tokens, and the share of tokens it clipped.
 
-    Taught in the InstructGPT chapter. Schulman et al. 2017, Eq. 7: with the probability ratio
+    Taught in notebooks/12_instructgpt.ipynb.
+    Schulman et al. 2017, Eq. 7: with the probability ratio
     ρ = π(a|s) / π_old(a|s), maximise min(ρ A, clip(ρ, 1 - ε, 1 + ε) A); the loss is its
     negative, averaged over the response tokens. Inputs are (B, T - 1); ε = `clip` (0.2 in
     InstructGPT, Ouyang et al. 2022, App. C).
@@ -163,7 +164,8 @@ def ppo_value_loss(
 ) -> torch.Tensor:
     """Half the squared error of the values against the returns, with PPO-style clipping.
 
-    Taught in the InstructGPT chapter. The value may move at most `clip` from the value that was
+    Taught in notebooks/12_instructgpt.ipynb.
+    The value may move at most `clip` from the value that was
     used to compute the advantages; the loss takes the worse of the clipped and unclipped
     errors, as in the PPO baselines code (Schulman et al. 2017). Inputs are (B, T - 1).
     """
@@ -232,7 +234,7 @@ def ppo(
 ) -> PPOHistory:
     """Train `policy` (and `value`) with PPO against the reward model, with a KL penalty.
 
-    Taught in the InstructGPT chapter. Each step samples `batch_size` prompts, generates a
+    Taught in notebooks/12_instructgpt.ipynb. Each step samples `batch_size` prompts, generates a
     response to each with `policy.generate`, scores it with `reward` (at the last token),
     computes per-token log-probs of policy and `reference` with one forward pass each, the
     KL-penalised rewards and GAE advantages (normalised over the batch), then takes `epochs`

@@ -80,17 +80,19 @@ class Throughput:
         self.flops_per_token = flops_per_token(model, seq_len)
         peak = peak_flops(device)
         self.peak = peak * world_size if peak is not None else None
-        self._steps, self._seconds = 0, 0.0
+        self._tokens, self._seconds = 0, 0.0
 
-    def step(self, seconds: float) -> None:
-        """Count one optimizer step that took `seconds` (wall clock, GPU work finished)."""
-        self._steps += 1
+    def step(self, seconds: float, tokens: int | None = None) -> None:
+        """Count one optimizer step that took `seconds` (wall clock, GPU work finished) and
+        processed `tokens` tokens (None: `tokens_per_step`; a batch source of short examples
+        may send fewer columns than the block, see `gptlib.data.BatchSource`)."""
+        self._tokens += self.tokens_per_step if tokens is None else tokens
         self._seconds += seconds
 
     def report(self) -> str:
         """ "N tokens/s" (and ", MFU x%" on a known GPU) since the last report; starts anew."""
-        rate = self._steps * self.tokens_per_step / max(self._seconds, 1e-9)
-        self._steps, self._seconds = 0, 0.0
+        rate = self._tokens / max(self._seconds, 1e-9)
+        self._tokens, self._seconds = 0, 0.0
         text = f"{rate:,.0f} tokens/s"
         if self.peak:
             text += f", MFU {rate * self.flops_per_token / self.peak:.1%}"

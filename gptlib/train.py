@@ -283,6 +283,7 @@ class _Run:
             group["lr"] = lr
         x, y = source.get_batch(self.global_batch, self.block_size, self.generator, "cpu")
         x, y = repeat_passages(x, y, config.repeat_fraction, self.generator)
+        self.step_tokens = x.numel()  # the global batch's tokens; a source may send < block_size
         total = torch.zeros(2, device=device)  # this process's share of the loss; stop flag
         micro_batches = dist.micro_batches(x, y, config.batch_size)
         for i, (xb, yb, weight) in enumerate(micro_batches):
@@ -388,7 +389,7 @@ class _Run:
             while self.step < config.max_steps and not stop.requested:
                 began = time.perf_counter()
                 loss = self.train_step(train_source, stop)  # ends with a sync: its loss value
-                meter.step(time.perf_counter() - began)
+                meter.step(time.perf_counter() - began, self.step_tokens)
                 history.seconds = seconds_before + time.perf_counter() - start
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{history.lr[-1]:.1e}", refresh=False)

@@ -38,6 +38,8 @@ def test_mfu_is_reported_only_where_the_peak_is_known(monkeypatch) -> None:
     meter.step(0.5)
     meter.step(1.5)
     assert meter.report() == "1,000 tokens/s"
+    meter.step(1.0, tokens=250)  # a batch narrower than the block (gptlib.data.BatchSource)
+    assert meter.report() == "250 tokens/s"
     assert peak_flops(torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     assert peak_flops(torch.device("cuda", 0)) == PEAK_FLOPS["A100"] == 312e12

@@ -13,6 +13,7 @@ import torch
 from training_helpers import tiny_config, tiny_model, weights
 
 import gptlib.train as train_module
+from gptlib.alignment import SFTData
 from gptlib.checkpoint import STATE_FILE
 from gptlib.data import load_corpus, split
 from gptlib.tokenizers import CharTokenizer
@@ -340,6 +341,25 @@ def test_a_batch_source_with_masked_targets_trains_and_splits_exactly(corpus) ->
     assert evaluate(model, source, 8, 16, n_batches=1, seed=0) == pytest.approx(
         float(expected.detach())
     )
+
+
+def test_a_source_may_send_batches_narrower_than_the_block(corpus) -> None:
+    # SFTData sends as many columns as the longest example drawn needs, not block_size.
+    tokenizer, train_ids, _ = corpus
+    ids = train_ids.tolist()
+    examples = [(ids[i : i + 3], ids[i + 3 : i + 3 + i % 7 + 1]) for i in range(0, 400, 10)]
+    source = SFTData(examples, pad_id=0)
+    x, _ = source.get_batch(8, 16, torch.Generator().manual_seed(0))
+    assert x.shape[1] < 16
+    runs = []
+    for batch, accum in ((8, 1), (2, 4)):
+        model = tiny_model(tokenizer.vocab_size)
+        config = tiny_config(max_steps=4, batch_size=batch, grad_accum_steps=accum)
+        runs.append((train(model, source, source, config, progress=False), weights(model)))
+    assert runs[0][0].train_loss == pytest.approx(runs[1][0].train_loss, rel=1e-5)
+    assert runs[0][0].val_loss == pytest.approx(runs[1][0].val_loss, rel=1e-5)
+    for name, value in runs[0][1].items():
+        torch.testing.assert_close(runs[1][1][name], value, rtol=1e-4, atol=1e-5)
 
 
 def test_a_memory_mapped_token_array_trains_like_the_tensor(corpus, tmp_path) -> None:
