@@ -8,6 +8,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
 import torch
 from training_helpers import tiny_config, tiny_model, weights
@@ -68,6 +69,43 @@ def test_no_warmup_starts_at_peak() -> None:
 def test_bad_train_config_is_refused(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"lr": "1e-3"}, TypeError, r"lr='1e-3' is a str, but lr must be a finite number > 0"),
+        ({"weight_decay": -0.1}, ValueError, r"weight_decay=-0\.1 is out of range"),
+        ({"weight_decay": float("nan")}, ValueError, r"weight_decay=nan is out of range"),
+        ({"betas": (0.9,)}, ValueError, r"betas=\(0\.9,\) must be two numbers in \[0, 1\)"),
+        ({"betas": (0.9, 1.5)}, ValueError, r"betas=1\.5 is out of range"),
+        ({"betas": "0.9"}, ValueError, r"betas='0\.9' must be two numbers"),
+        ({"grad_clip": float("nan")}, ValueError, r"grad_clip=nan is out of range"),
+        ({"warmup_steps": 2.5}, TypeError, r"warmup_steps=2\.5 is a float"),
+        ({"checkpoint_interval": 2.5}, TypeError, r"checkpoint_interval=2\.5 is a float"),
+        ({"checkpoint_interval": "5"}, TypeError, r"checkpoint_interval='5' is a str"),
+        ({"block_size": 4.0}, TypeError, r"block_size=4\.0 is a float"),
+        ({"seed": "0"}, TypeError, r"seed='0' is a str"),
+        ({"seed": 2**70}, ValueError, r"seed=\d+ is out of range; seed must be below 2\*\*63"),
+        ({"device": 0}, TypeError, r"device=0 must be a string such as 'cpu'"),
+        ({"compile": "no"}, TypeError, r"compile='no' is a str, but compile must be True or False"),
+        ({"max_steps": 3.0}, TypeError, r"max_steps=3\.0 is a float"),
+    ],
+)
+def test_every_train_config_field_is_checked_with_its_name(settings, error, message) -> None:
+    with pytest.raises(error, match=message):
+        TrainConfig(**settings)
+
+
+def test_train_config_takes_numpy_integers_and_one_tracker_named_alone() -> None:
+    config = TrainConfig(max_steps=np.int64(30), eval_batches=np.int32(2), lr=np.float32(0.5))
+    assert (config.max_steps, config.eval_batches, config.warmup_steps) == (30, 2, 3)
+    assert type(config.max_steps) is int and type(config.lr) is float
+    assert TrainConfig(track="induction").track == ("induction",)  # not its characters
+    with pytest.raises(TypeError, match="a TrainConfig is read from a dict of fields, got list"):
+        TrainConfig.from_dict([])
+    with pytest.raises(ValueError, match=r"unknown History fields \['foo'\]"):
+        History.from_dict({"foo": 1})
 
 
 def test_train_config_round_trips_through_json() -> None:
