@@ -187,7 +187,7 @@ class GPT(nn.Module):
                 "its last block_size tokens (generate does this) or use a config with rotary/ALiBi"
             )
         if kv_cache is not None:
-            pad = kv_cache.reserve(B, T, pad)
+            pad = kv_cache.reserve(B, T, pad, model=self)
         elif pad is not None and not bool(pad.any()):
             pad = None  # no row is padded
         positions = torch.arange(start, start + T, device=device)

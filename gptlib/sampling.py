@@ -53,7 +53,13 @@ def check_integer(name: str, value: object, minimum: int, allowed: str) -> int:
     return number
 
 
-def _real(name: str, value: object, allowed: str) -> float:
+def check_real(name: str, value: object, allowed: str) -> float:
+    """`value` as a finite Python float, refusing bools, text and NaN or inf.
+
+    NumPy numbers and one-element tensors are accepted. Raises TypeError for a value that is
+    not a real number, ValueError for NaN or inf; both messages name the argument, the value
+    and what is allowed (the caller checks the range).
+    """
     if _is_bool(value) or not (
         isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and value.numel() == 1)
     ):
@@ -85,7 +91,7 @@ def check_sampling_args(
     Arguments left at None are not checked. Raises TypeError for a value of the wrong type and
     ValueError for one out of range, naming the argument, the value and what is allowed.
     """
-    temperature = _real("temperature", temperature, "a finite number >= 0 (0 means greedy)")
+    temperature = check_real("temperature", temperature, "a finite number >= 0 (0 means greedy)")
     if temperature < 0:
         raise ValueError(
             f"temperature must be a finite number >= 0 (0 means greedy), got {temperature}"
@@ -93,7 +99,7 @@ def check_sampling_args(
     if top_k is not None:
         top_k = check_integer("top_k", top_k, 1, "a positive integer or None")
     if top_p is not None:
-        top_p = _real("top_p", top_p, "a number in (0, 1] or None")
+        top_p = check_real("top_p", top_p, "a number in (0, 1] or None")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p}")
     if max_new_tokens is not None:
