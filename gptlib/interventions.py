@@ -147,7 +147,7 @@ def ablated_heads(
     for a head the model does not have, an unknown method, or "mean" without reference tokens.
     """
     pairs = list(heads)
-    if not all(isinstance(pair, Sequence) and len(pair) == 2 for pair in pairs):
+    if not all(_is_pair(pair) for pair in pairs):
         raise TypeError(
             f"heads must be a list of (layer, head) pairs, such as [(0, 1)]; got {heads!r}"
         )
@@ -175,6 +175,16 @@ def ablated_heads(
 
     with _hooks(silence(layer) for layer in by_layer):
         yield model
+
+
+def _is_pair(pair: object) -> bool:
+    """Whether `pair` is two items (a tuple, list, or a row of a tensor or array), not text."""
+    if isinstance(pair, str | bytes):
+        return False
+    try:
+        return len(pair) == 2
+    except TypeError:  # an int, or a 0-d tensor
+        return False
 
 
 def _block_input_hook(model: GPT, replace: Callable[[torch.Tensor], torch.Tensor]):

@@ -224,6 +224,14 @@ def test_every_bad_intervention_argument_is_named(case: str) -> None:
         call(_model())
 
 
+def test_heads_may_be_rows_of_a_tensor() -> None:
+    model, tokens = _model(), _tokens(T=6)
+    with ablated_heads(model, torch.tensor([[0, 1], [1, 2]])), torch.no_grad():
+        from_tensor = model(tokens).logits
+    with ablated_heads(model, [(0, 1), (1, 2)]), torch.no_grad():
+        assert torch.equal(from_tensor, model(tokens).logits)
+
+
 def test_negative_positions_count_from_the_end() -> None:
     model = _model()
     last = patch_residual(model, _CLEAN, _CORRUPTED, _mean_last_logit, positions=[-1])
