@@ -16,17 +16,20 @@ Three tricks that change how a trained GPT is run, not what it computes (or bare
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .generation import left_pad
 from .model import GPT
-from .sampling import check_sampling_args
+from .sampling import check_integer, check_sampling_args
 
 __all__ = [
     "Int8Linear",
@@ -46,11 +49,20 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
     Taught in notebooks/14_inference.ipynb. Row r is stored as round(w / s_r) with
     s_r = max|w_r| / 127, so the largest weight of each row maps to ±127 and zero stays zero.
+    Raises TypeError for a weight that is no tensor, ValueError for one that is not a 2-D
+    float tensor or holds NaN or inf (whose rows would all dequantize to NaN).
     """
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a 2-D float tensor, got {type(weight).__name__}")
     if weight.dim() != 2 or not weight.is_floating_point():
         raise ValueError(
             f"weight must be a 2-D float tensor (out_features, in_features), got "
             f"{tuple(weight.shape)} {weight.dtype}"
+        )
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError(
+            "weight holds NaN or inf, which int8 cannot store: the model's weights are broken "
+            "(a diverged run?); quantize a finite model"
         )
     scale = weight.detach().abs().amax(dim=1).float() / 127.0
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
@@ -61,8 +73,26 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def dequantize_per_channel(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Turn int8 rows and their scales back into a float32 weight: q * scale per row.
 
-    Taught in notebooks/14_inference.ipynb.
+    Taught in notebooks/14_inference.ipynb. q is (out, in) int8 and scale (out,) float, as
+    `quantize_per_channel` returns them; anything else raises TypeError or ValueError (a float
+    q was multiplied as it was, a scale of another length broadcast or failed in torch).
     """
+    if not isinstance(q, torch.Tensor) or q.dtype != torch.int8 or q.dim() != 2:
+        got = f"{q.dtype} {tuple(q.shape)}" if isinstance(q, torch.Tensor) else type(q).__name__
+        raise TypeError(f"q must be a 2-D int8 tensor from quantize_per_channel, got {got}")
+    if (
+        not isinstance(scale, torch.Tensor)
+        or not scale.is_floating_point()
+        or tuple(scale.shape) != (q.size(0),)
+    ):
+        got = (
+            f"{scale.dtype} {tuple(scale.shape)}"
+            if isinstance(scale, torch.Tensor)
+            else type(scale).__name__
+        )
+        raise ValueError(
+            f"scale must be a float tensor of shape ({q.size(0)},), one per row of q, got {got}"
+        )
     return q.float() * scale[:, None]
 
 
@@ -115,8 +145,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 def model_bytes(model: nn.Module) -> int:
     """Bytes taken by a model's parameters and buffers, counting a shared tensor once.
 
-    Taught in notebooks/14_inference.ipynb.
+    Taught in notebooks/14_inference.ipynb. Raises TypeError for anything but a torch module.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model_bytes needs a torch.nn.Module, got {type(model).__name__}")
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:
@@ -139,7 +171,21 @@ def generate_batched(
     new tokens (a row that met eos_token_id or a stop sequence ends there), in the order of
     prompts. generate_kwargs go to `GPT.generate` (temperature, seed, eos_token_id, stop, ...);
     settings are checked as `gptlib.sampling.check_sampling_args` does, also for no prompts.
+    prompts may be a list of token-id lists or a 2-D tensor (one row per prompt); one flat list
+    of ids, text, or a model that is no GPT raises TypeError.
     """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a gptlib GPT, got {type(model).__name__}")
+    if isinstance(prompts, torch.Tensor) and prompts.dim() == 2:
+        prompts = prompts.tolist()
+    if (
+        isinstance(prompts, Sequence)
+        and not isinstance(prompts, str)
+        and any(_is_one_id(p) for p in prompts)
+    ):
+        raise TypeError(
+            "prompts must be a list of prompts, each a list of token ids; wrap one prompt as [ids]"
+        )
     for name in ("attention_mask", "return_logprobs"):
         if name in generate_kwargs:
             raise TypeError(f"generate_batched sets {name} itself; call GPT.generate for it")
@@ -162,6 +208,17 @@ def generate_batched(
         row[start:end]
         for row, start, end in zip(result.ids.tolist(), pad.tolist(), ends.tolist(), strict=True)
     ]
+
+
+def _is_one_id(value: object) -> bool:
+    """Whether value is a single integer (a token id), not a list of them."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return value.ndim == 0
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- speculative decoding
@@ -221,13 +278,21 @@ def speculative_generate(
     disagreement (or after the last guess). idx is one sequence, shape (1, T). Returns the
     extended sequence and a `SpeculativeStats`.
     """
+    for name, model in (("target", target), ("draft", draft)):
+        if not isinstance(model, GPT):
+            raise TypeError(f"{name} must be a gptlib GPT, got {type(model).__name__}")
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(
+            f"idx must be a (1, T) tensor of token ids, got {type(idx).__name__}; wrap one "
+            "prompt as torch.tensor([ids])"
+        )
+    k = check_integer("k", k, 1, "an integer >= 1 (guesses per round)")
+    max_new_tokens = check_integer("max_new_tokens", max_new_tokens, 0, "an integer >= 0")
     if idx.dim() != 2 or idx.size(0) != 1 or idx.size(1) == 0:
         raise ValueError(
             f"idx must be one non-empty sequence of shape (1, T), got {tuple(idx.shape)}; "
             "run the prompts of a batch one at a time"
         )
-    if k < 1 or max_new_tokens < 0:
-        raise ValueError(f"need k >= 1 and max_new_tokens >= 0, got k={k}, {max_new_tokens}")
     if draft.config.vocab_size != target.config.vocab_size:
         raise ValueError(
             f"draft vocab_size={draft.config.vocab_size} differs from target's "
@@ -237,7 +302,7 @@ def speculative_generate(
     was_training = target.training
     target.eval()
     seq = idx
-    with torch.inference_mode():
+    with torch.inference_mode(), _restoring_mode(target, was_training):
         while stats.new_tokens < max_new_tokens:
             n = seq.size(1)
             n_guess = min(k, max_new_tokens - stats.new_tokens - 1)
@@ -253,5 +318,13 @@ def speculative_generate(
             stats.proposed += n_guess
             stats.accepted += n_ok
             stats.new_tokens += len(kept)
-    target.train(was_training)
     return seq.clone(), stats
+
+
+@contextlib.contextmanager
+def _restoring_mode(model: nn.Module, training: bool) -> Iterator[None]:
+    """Put the model back in train or eval mode when the block ends, also after an error."""
+    try:
+        yield
+    finally:
+        model.train(training)
