@@ -496,3 +496,10 @@ def test_the_shipped_checkpoint_is_read_as_format_1():
     assert "format_version" not in _config_file(folder)  # written before versions were recorded
     model = GPT.load(folder)
     assert model.config.vocab_size == 103 and not model.config.scale_embeddings
+
+
+def test_the_loss_names_logits_that_are_no_tensor() -> None:
+    from gptlib.loss import cross_entropy_loss
+
+    with pytest.raises(TypeError, match="logits must be a tensor"):
+        cross_entropy_loss([[1.0, 2.0]], torch.zeros(1, dtype=torch.long))
