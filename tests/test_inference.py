@@ -104,7 +104,7 @@ def test_speculative_errors() -> None:
         speculative_generate(target, target, torch.ones(2, 3, dtype=torch.long), 4)
     with pytest.raises(ValueError, match="vocab_size"):
         speculative_generate(target, tiny_gpt(vocab_size=12), torch.ones(1, 3, dtype=torch.long), 4)
-    with pytest.raises(ValueError, match="k >= 1"):
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
         speculative_generate(target, target, torch.ones(1, 3, dtype=torch.long), 4, k=0)
     out, stats = speculative_generate(target, target, torch.ones(1, 3, dtype=torch.long), 0)
     assert out.shape == (1, 3) and stats.target_calls == 0
