@@ -227,3 +227,22 @@ def test_a_cache_filled_by_one_model_is_refused_by_another_of_the_same_shape() -
             second(idx[:, :1], kv_cache=cache)
         first(idx[:, :1], kv_cache=cache)  # its own model goes on
     assert cache.length == 7
+
+
+# Before: a window of 0 masked every key (every attention row NaN), 2.5 was used as it was,
+# and a missing window or a stride of 0 failed inside torch.
+@pytest.mark.parametrize(
+    ("layout", "sizes", "error", "name"),
+    [
+        ("local", {}, TypeError, "window_size"),
+        ("local", {"window_size": 0}, ValueError, "window_size"),
+        ("local", {"window_size": 2.5}, TypeError, "window_size"),
+        ("strided", {"sparse_stride": 0}, ValueError, "sparse_stride"),
+        ("strided", {}, TypeError, "sparse_stride"),
+    ],
+    ids=["no window", "window 0", "fractional window", "stride 0", "no stride"],
+)
+def test_a_mask_names_the_size_its_layout_needs(layout, sizes, error, name) -> None:
+    pos = torch.arange(4)
+    with pytest.raises(error, match=f"{name} must be a positive integer"):
+        attention_mask(layout, pos, pos, **sizes)
