@@ -18,6 +18,7 @@ from torch import nn
 from .config import GPTConfig
 from .kv_cache import KVCache, LayerCache, kv_cache_bytes, left_padding
 from .positional import Float32Buffers, Rotary, alibi_bias, alibi_slopes
+from .sampling import check_integer
 
 __all__ = [
     "CausalSelfAttention",
@@ -43,7 +44,13 @@ def attention_mask(
     (GPT-Neo's local layers, Mistral's sliding window). "strided": a local band of width
     sparse_stride plus every key whose distance is a multiple of sparse_stride (the
     Sparse Transformer's strided pattern, our reconstruction of GPT-3's sparse layers).
+    Raises TypeError or ValueError for a window_size or sparse_stride that the layout needs
+    and that is not a positive integer (a window of 0 masked every key, so every row was NaN).
     """
+    if layout == "local":
+        window_size = check_integer("window_size", window_size, 1, "a positive integer")
+    elif layout == "strided":
+        sparse_stride = check_integer("sparse_stride", sparse_stride, 1, "a positive integer")
     distance = q_pos[:, None] - k_pos[None, :]
     causal = distance >= 0
     if layout == "dense":

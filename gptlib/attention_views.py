@@ -47,6 +47,7 @@ import torch
 
 from .interpret import stack_attentions
 from .model import GPT
+from .sampling import check_integer
 
 Attentions = Sequence[torch.Tensor | np.ndarray] | torch.Tensor | np.ndarray
 
@@ -193,21 +194,45 @@ def stack_sequence(attentions: Attentions, batch_index: int = 0) -> np.ndarray:
 
     Taught in notebooks/15_attention_maps.ipynb. `attentions` is anything
     `gptlib.interpret.stack_attentions` takes. Raises ValueError for None attentions (a forward
-    pass without return_attention=True) and for a batch_index outside the batch.
+    pass without return_attention=True), for weights that are not finite and for a batch_index
+    outside the batch, TypeError for a batch_index that is not an integer.
     """
     stacked = stack_attentions(attentions)  # (n_layer, B, n_head, T, T)
     batch = stacked.size(1)
-    if not isinstance(batch_index, int | np.integer) or not -batch <= batch_index < batch:
+    batch_index = check_integer("batch_index", batch_index, -(2**63), "an integer index")
+    if not -batch <= batch_index < batch:
         raise ValueError(
             f"batch_index {batch_index!r} is out of range: the attentions hold a batch of {batch} "
             f"sequence(s), so use an index from 0 to {batch - 1}"
         )
-    return stacked[:, batch_index].numpy()
+    weights = stacked[:, batch_index]
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError(
+            "the attention weights hold NaN or inf, which no picture can show: the model's "
+            "weights (or its inputs) are not finite"
+        )
+    return weights.numpy()
 
 
 def check_tokens(tokens: Sequence[str], length: int) -> list[str]:
-    """The tokens as strings, or a ValueError unless there is exactly one per position."""
-    tokens = [str(t) for t in tokens]
+    """The tokens as a list of strings, one per position.
+
+    Raises TypeError for one string (its characters would become the labels) and for labels
+    that are not text (a tensor of ids would be drawn as "tensor(5)"), ValueError unless there
+    is exactly one label per position.
+    """
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence | np.ndarray):
+        raise TypeError(
+            f"tokens must be a list of strings, one per position, got {type(tokens).__name__}; "
+            "for one text use gptlib.attention_views.token_strings(tokenizer, ids)"
+        )
+    bad = [t for t in tokens if not isinstance(t, str)]
+    if bad:
+        raise TypeError(
+            f"tokens must be strings, got {bad[0]!r} ({type(bad[0]).__name__}); turn ids into "
+            "text with gptlib.attention_views.token_strings(tokenizer, ids)"
+        )
+    tokens = list(tokens)
     if len(tokens) != length:
         raise ValueError(
             f"got {len(tokens)} tokens for attention over {length} positions; pass one string per "
@@ -220,7 +245,12 @@ def _weights_of(
     attentions: Attentions, batch_index: int, layers: Sequence[int] | None
 ) -> tuple[np.ndarray, list[int]]:
     weights = stack_sequence(attentions, batch_index)
-    chosen = list(range(weights.shape[0])) if layers is None else [int(i) for i in layers]
+    allowed = f"a layer index from 0 to {weights.shape[0] - 1}"
+    chosen = (
+        list(range(weights.shape[0]))
+        if layers is None
+        else [check_integer("layers item", i, 0, allowed) for i in layers]
+    )
     if not chosen or any(not 0 <= i < weights.shape[0] for i in chosen):
         raise ValueError(
             f"layers {layers!r} must be a non-empty list of layer indices from 0 to "
@@ -230,6 +260,8 @@ def _weights_of(
 
 
 def _check_limits(max_tokens: int, max_bytes: int) -> None:
+    for name, value in (("max_tokens", max_tokens), ("max_bytes", max_bytes)):
+        check_integer(name, value, -(2**63), "an integer")  # the type; the ranges below
     if not 1 <= max_tokens <= HARD_MAX_TOKENS:
         raise ValueError(f"max_tokens must be from 1 to {HARD_MAX_TOKENS}, got {max_tokens}")
     if max_bytes < 25_000:
@@ -250,6 +282,7 @@ def _build(
 
     `total` is the length of the text the weights are the start of; `cut_by` says why it was cut.
     """
+    views = (views,) if isinstance(views, str) else tuple(views)  # one view named alone
     unknown = [v for v in views if v not in VIEWS]
     if not views or unknown:
         raise ValueError(f"views must name some of {VIEWS}, got {list(views)}")
@@ -372,6 +405,11 @@ def attention_view(
     empty text and the errors of `head_view`.
     """
     _check_limits(max_tokens, max_bytes)
+    if not callable(getattr(tokenizer, "encode", None)):
+        raise TypeError(
+            f"tokenizer must have encode(text) (gptlib, tiktoken or Hugging Face), got "
+            f"{type(tokenizer).__name__}"
+        )
     ids = list(tokenizer.encode(text))
     if not ids:
         raise ValueError("the text is empty after tokenization; pass some text to look at")
@@ -390,4 +428,5 @@ def attention_view(
         model.train(was_training)
     weights, chosen = _weights_of(out.attentions, 0, layers)
     labels = token_strings(tokenizer, shown)
-    return _build(weights, chosen, labels, tuple(views), limit, max_bytes, len(ids), cut_by)
+    views = (views,) if isinstance(views, str) else tuple(views)
+    return _build(weights, chosen, labels, views, limit, max_bytes, len(ids), cut_by)

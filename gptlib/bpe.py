@@ -179,6 +179,11 @@ class BPETokenizer:
         self._split = regex.compile(self.pattern_regex)
         self.vocab: list[bytes] = [bytes([b]) for b in range(256)]
         self.merges: dict[tuple[int, int], int] = {}
+        if isinstance(merges, (str, bytes)) or not isinstance(merges, Iterable):
+            raise TypeError(
+                f"merges must be a list of (left id, right id) pairs, got {type(merges).__name__}"
+                "; train a tokenizer with BPETokenizer.train(text, vocab_size)"
+            )
         for number, merge in enumerate(merges):
             try:
                 left, right = (operator.index(i) for i in merge)
@@ -225,7 +230,8 @@ class BPETokenizer:
         Taught in notebooks/03_tokenization.ipynb.
 
         ``pattern`` is ``"gpt2"``, ``"gpt4"`` (the pre-split regex of those tokenizers) or
-        ``None`` (no pre-split, only sensible for small texts). Raises TypeError for text that
+        ``None`` (no pre-split, only sensible for small texts). ``special_tokens=None`` means
+        none. Raises TypeError for text that
         is not a str, a vocab_size that is not an integer or special tokens that are not
         non-empty strings, ValueError for a vocab_size too small or an unknown pattern.
         """
@@ -234,6 +240,8 @@ class BPETokenizer:
             raise TypeError(
                 f"vocab_size must be an integer, got {vocab_size!r} ({type(vocab_size).__name__})"
             )
+        if special_tokens is None:  # None: no special tokens, as an empty list says
+            special_tokens = ()
         if isinstance(special_tokens, str):  # one token given on its own, not its characters
             special_tokens = [special_tokens]
         special = list(dict.fromkeys(special_tokens))

@@ -103,14 +103,40 @@ def write_json(path: Path, data: Any) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file of a checkpoint, with an error that says which file is broken."""
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON file of a checkpoint (every one holds an object), with an error that says
+    which file is broken."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; is {path.parent} a gptlib checkpoint folder?")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); retrain or restore it") from err
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(data).__name__}, not the object of a checkpoint file; "
+            "retrain or restore it"
+        )
+    return data
+
+
+def _check_manifest(
+    manifest: Any, path: Path, fix: str = "restore it, or start a new run"
+) -> dict[str, Any]:
+    """manifest if it has the format tag, the step and the sha256 of every file, else ValueError."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != MANIFEST_FORMAT
+        or not isinstance(manifest.get("step"), int)
+        or not isinstance(files, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+    ):
+        raise ValueError(
+            f"{path} is not a gptlib checkpoint manifest ({MANIFEST_FORMAT}, with the step and "
+            f"the sha256 of every file); it is damaged: {fix}"
+        )
+    return manifest
 
 
 def sha256(path: Path) -> str:
@@ -144,10 +170,7 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
     path = out / MANIFEST_FILE
     if not path.exists():
         return None
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} is not a gptlib checkpoint manifest ({MANIFEST_FORMAT})")
-    return manifest
+    return _check_manifest(read_json(path), path)
 
 
 def verify(out: Path, names: tuple[str, ...] | None = None) -> dict[str, Any] | None:
@@ -235,7 +258,9 @@ def recover(out: Path) -> list[str]:
         manifest = json.loads((staging / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         manifest = None
-    if manifest is not None:
+    if manifest is not None:  # committed: written whole by one rename, so only tampering
+        fix = f"delete {staging} to keep the previous checkpoint"  # could damage it
+        _check_manifest(manifest, staging / MANIFEST_FILE, fix)
         _roll_forward(out, manifest)
         messages.append(
             f"finished saving the checkpoint of step {manifest['step']}, which a killed run "

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 NORMS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("post", "pre", "parallel")
 POSITIONS = ("learned", "sinusoidal", "rotary", "alibi", "none")
@@ -67,12 +69,19 @@ def _real(name: str, value: Any, what: str, inside: Callable[[float], bool]) -> 
 
 
 def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, np.bool_):  # a NumPy bool (e.g. read from an array) is a bool
+        value = bool(value)
     if not isinstance(value, bool):
         raise TypeError(
             f"{name}={value!r} is a {type(value).__name__}, but {name} must be True or False "
             "(a bool: a string such as 'no' or a number would be read as a truth value)"
         )
     return value
+
+
+def _is_count(value: Any) -> bool:
+    """Whether value is a positive integer (NumPy's too), as size fields must be."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -310,7 +319,10 @@ class GPTConfig:
             raise ValueError(f"unknown GPTConfig field(s) {sorted(unknown)} in overrides")
         base = dict(PRESETS[name])
         n_head, n_embd = base["n_head"], base["n_embd"]
-        if "n_head" in overrides and "n_kv_head" not in overrides:
+        # A dependent field is derived only from a valid integer; anything else is left for
+        # validation to refuse by name.
+        whole = {k for k in ("n_head", "n_embd") if _is_count(overrides.get(k))}
+        if "n_head" in whole and "n_kv_head" not in overrides:
             heads_per_kv = n_head // base.get("n_kv_head", n_head)
             if overrides["n_head"] % heads_per_kv:
                 raise ValueError(
@@ -318,7 +330,7 @@ class GPTConfig:
                     f"which does not divide n_head={overrides['n_head']}; also pass n_kv_head"
                 )
             base["n_kv_head"] = overrides["n_head"] // heads_per_kv
-        if "n_embd" in overrides and "d_ff" not in overrides and "d_ff" in base:
+        if "n_embd" in whole and "d_ff" not in overrides and "d_ff" in base:
             base["d_ff"] = round(base["d_ff"] * overrides["n_embd"] / n_embd)
         base.update(overrides)
         base.setdefault("extra", {})
@@ -377,7 +389,15 @@ class GPTConfig:
         return cls(**d)
 
     def diff(self, other: GPTConfig) -> list[tuple[str, Any, Any]]:
-        """Rows (field, this value, other value) for every field that differs (not `extra`)."""
+        """Rows (field, this value, other value) for every field that differs (not `extra`).
+
+        Raises TypeError if other is not a GPTConfig (a dict: `GPTConfig.from_dict(d)` first).
+        """
+        if not isinstance(other, GPTConfig):
+            raise TypeError(
+                f"diff compares two GPTConfigs, got {type(other).__name__}; for a dict of "
+                "fields use config.diff(GPTConfig.from_dict(d))"
+            )
         rows = []
         for f in dataclasses.fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import random
 import sysconfig
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import torch
 
+from .sampling import check_integer
+
 __all__ = [
     "CORPORA",
     "IGNORE_INDEX",
@@ -52,6 +55,7 @@ __all__ = [
     "Corpus",
     "TokenWindows",
     "as_batch_source",
+    "check_batch",
     "get_batch",
     "load_corpus",
     "make_stories",
@@ -165,8 +169,7 @@ def make_stories(n_stories: int = 2000, seed: int = 0) -> str:
     The generator uses ``random.Random(seed)``, whose integer seeding and ``choice``/``sample``
     are stable across Python 3 releases, so the text is the same everywhere.
     """
-    if not isinstance(n_stories, int) or n_stories < 1:
-        raise ValueError(f"n_stories must be a positive integer, got {n_stories!r}.")
+    n_stories = check_integer("n_stories", n_stories, 1, "a positive integer")
     rng = random.Random(seed)
     return "\n\n".join(rng.choice(_STORY_KINDS)(rng) for _ in range(n_stories)) + "\n"
 
@@ -222,8 +225,8 @@ def load_corpus(name: str = "python-docs", max_chars: int | None = None) -> str:
     if name not in CORPORA:
         known = ", ".join(repr(key) for key in CORPORA)
         raise ValueError(f"Unknown corpus {name!r}. Known corpora: {known}.")
-    if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
-        raise ValueError(f"max_chars must be a positive integer or None, got {max_chars!r}.")
+    if max_chars is not None:
+        max_chars = check_integer("max_chars", max_chars, 1, "a positive integer or None")
     text = _load_full(name, CORPORA[name].load)
     return text if max_chars is None else text[:max_chars]
 
@@ -236,8 +239,14 @@ def split(data: T, val_fraction: float = 0.1) -> tuple[T, T]:
     The validation part is the last ``val_fraction`` of the data, not a random sample, so no
     window of validation text is also seen in training.
     """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
+        raise TypeError(f"val_fraction must be a number between 0 and 1, got {val_fraction!r}.")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise TypeError(
+            f"split takes a text, a list or a tensor of token ids, got {type(data).__name__}."
+        )
     n_train = int(round(len(data) * (1.0 - val_fraction)))
     if n_train == 0 or n_train == len(data):
         raise ValueError(
@@ -252,6 +261,11 @@ IGNORE_INDEX = -1  # a target equal to this (or to PyTorch's -100) is left out o
 
 def _check_tokens(data: Any) -> None:
     if isinstance(data, torch.Tensor) and data.dim() == 1:
+        if data.is_floating_point() or data.is_complex() or data.dtype == torch.bool:
+            raise ValueError(
+                f"data holds {data.dtype} values, but token ids are integers: make it with "
+                "torch.tensor(tokenizer.encode(text)) (a float tensor would be cut to integers)."
+            )
         return
     if isinstance(data, np.ndarray) and data.ndim == 1 and np.issubdtype(data.dtype, np.integer):
         return
@@ -281,9 +295,12 @@ def get_batch(
     window, never loaded whole); both draw the same windows from the same generator.
     """
     _check_tokens(data)
-    if batch_size < 1 or block_size < 1:
-        raise ValueError(
-            f"batch_size and block_size must be positive, got {batch_size} and {block_size}."
+    batch_size = check_integer("batch_size", batch_size, 1, "a positive integer")
+    block_size = check_integer("block_size", block_size, 1, "a positive integer")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator (or None), got {type(generator).__name__}; "
+            "make one with torch.Generator().manual_seed(seed)"
         )
     if len(data) < block_size + 1:
         raise ValueError(
@@ -329,6 +346,38 @@ class BatchSource(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y), each (batch_size, T <= block_size) LongTensors; see the class docstring."""
         ...
+
+
+def check_batch(batch: Any, batch_size: int, block_size: int, source: Any = None) -> tuple:
+    """Return (x, y) if a batch source gave two integer tensors of shape (batch_size, block_size).
+
+    `gptlib.train` checks every batch a `BatchSource` returns with it, so a source that returns
+    lists, floats or another shape is named at once instead of failing deep inside the model.
+    Raises TypeError or ValueError naming the source, what it returned and what is expected.
+    """
+    where = f"{type(source).__name__}.get_batch" if source is not None else "get_batch"
+    shape = (batch_size, block_size)
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2) or not all(
+        isinstance(t, torch.Tensor) for t in batch
+    ):
+        raise TypeError(
+            f"{where} must return (x, y), two integer tensors of shape {shape}; got "
+            f"{type(batch).__name__}"
+            + (
+                f" of {[type(t).__name__ for t in batch]}"
+                if isinstance(batch, tuple | list)
+                else ""
+            )
+        )
+    for name, t in zip("xy", batch, strict=True):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{where} returned {name} of dtype {t.dtype}; token ids are integers")
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"{where} returned {name} of shape {tuple(t.shape)} when asked for "
+                f"batch_size={batch_size} windows of block_size={block_size}: expected {shape}"
+            )
+    return batch[0], batch[1]
 
 
 class TokenWindows:

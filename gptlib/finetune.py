@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -70,19 +71,40 @@ def gpt1_input(
 
     Taught in notebooks/07_gpt1.ipynb. Classification passes one segment; entailment passes
     premise and hypothesis; similarity is run once per order of the two texts; multiple choice
-    builds one input per answer (context, answer).
+    builds one input per answer (context, answer). Every id must be an integer >= 0 (NumPy
+    and tensor integers count): a segment of text, a float id (1.5 was read as 1) or a negative
+    id raises TypeError or ValueError naming it; encode text with the tokenizer first.
     """
     if not segments:
         raise ValueError("gpt1_input needs at least one segment of token ids")
     if len(segments) > 1 and delim_id is None:
         raise ValueError(f"{len(segments)} segments need a delim_id to separate them")
+    start_id, extract_id = _token_id("start_id", start_id), _token_id("extract_id", extract_id)
     ids = [start_id]
     for i, segment in enumerate(segments):
         if i:
-            ids.append(delim_id)
-        ids.extend(int(t) for t in segment)
+            ids.append(_token_id("delim_id", delim_id))
+        ids.extend(_token_ids(f"segment {i}", segment))
     ids.append(extract_id)
     return ids
+
+
+def _token_id(name: str, value: object) -> int:
+    return check_integer(name, value, 0, "a token id (an integer >= 0)")
+
+
+def _token_ids(name: str, ids: object) -> list[int]:
+    """ids as a list of token ids >= 0, or a TypeError / ValueError naming `name`."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise TypeError(
+            f"{name} must be a list of token ids, got {type(ids).__name__}; encode text with "
+            "the tokenizer first"
+        )
+    if isinstance(ids, torch.Tensor | np.ndarray):
+        ids = ids.tolist()
+    if any(isinstance(t, list) for t in ids):
+        raise ValueError(f"{name} must be a flat list of token ids, got a nested list")
+    return [_token_id(f"{name}: token id", t) for t in ids]
 
 
 @dataclass
@@ -107,8 +129,27 @@ def collate(
     Taught in notebooks/07_gpt1.ipynb. Padding sits after the extract token, where causal
     attention keeps it from changing anything the head reads. The auxiliary LM target of a
     position is the next token, unless that token is padding or one of `special_ids` (the
-    model is not asked to predict the start, delimiter or extract tokens).
+    model is not asked to predict the start, delimiter or extract tokens). Token ids and
+    pad_id are integers >= 0; labels are class ids >= 0, or -1 / -100 for an input the task
+    loss ignores. Raises TypeError or ValueError naming a bad input, label or id (a float was
+    truncated, a string was split into characters, before).
     """
+    if isinstance(sequences, str | bytes) or not isinstance(sequences, Sequence):
+        raise TypeError(
+            f"sequences must be a list of token-id lists, got {type(sequences).__name__}"
+        )
+    if sequences and not isinstance(sequences[0], Iterable):
+        raise TypeError(
+            "sequences must be a list of token-id lists, one per input; wrap a single input as "
+            "[ids]"
+        )
+    sequences = [_token_ids(f"sequences[{row}]", s) for row, s in enumerate(sequences)]
+    pad_id = _token_id("pad_id", pad_id)
+    if isinstance(special_ids, str) or not isinstance(special_ids, Iterable):
+        raise TypeError(
+            f"special_ids must be a list of token ids, got {special_ids!r}; wrap one as [id]"
+        )
+    special_ids = _token_ids("special_ids", special_ids)
     if not sequences or any(len(s) < 2 for s in sequences):
         raise ValueError("collate needs a non-empty list of inputs, each at least 2 tokens long")
     longest = max(len(s) for s in sequences)
@@ -124,7 +165,15 @@ def collate(
     positions = torch.tensor([len(s) - 1 for s in sequences], dtype=torch.long)
     label_tensor = None
     if labels is not None:
-        label_tensor = torch.as_tensor(list(labels), dtype=torch.long)
+        if isinstance(labels, str) or not isinstance(labels, Iterable):
+            raise TypeError(f"labels must be a list of class ids, got {type(labels).__name__}")
+        if isinstance(labels, torch.Tensor | np.ndarray):
+            labels = labels.tolist()
+        checked = [check_integer("label", c, -100, "a class id >= 0, or -1 / -100") for c in labels]
+        if any(c < -1 and c != -100 for c in checked):
+            bad = next(c for c in checked if c < -1 and c != -100)
+            raise ValueError(f"label must be a class id >= 0, or -1 / -100 to ignore, got {bad}")
+        label_tensor = torch.tensor(checked, dtype=torch.long)
         if label_tensor.shape != (len(sequences),):
             raise ValueError(
                 f"got {label_tensor.numel()} labels for {len(sequences)} inputs; give one each"
@@ -192,7 +241,23 @@ class SequenceClassifier(nn.Module):
         return captured[0], logits
 
     def forward(self, batch: ClassifierBatch) -> ClassifierOutput:
-        """Class logits from each row's extract token; losses when the batch has labels."""
+        """Class logits from each row's extract token; losses when the batch has labels.
+
+        Raises TypeError for a batch that is no `ClassifierBatch` (build one with `collate`)
+        and ValueError for extract positions that are not one per row inside the inputs.
+        """
+        if not isinstance(batch, ClassifierBatch):
+            raise TypeError(
+                f"batch must be a ClassifierBatch, got {type(batch).__name__}; build one with "
+                "gptlib.finetune.collate(sequences, labels)"
+            )
+        B, T = batch.idx.shape
+        where = batch.extract_positions
+        if where.shape != (B,) or bool(((where < 0) | (where >= T)).any()):
+            raise ValueError(
+                f"extract_positions must hold one position in [0, {T}) per row, got "
+                f"{where.tolist()}; collate sets them"
+            )
         hidden, lm_logits = self.hidden_and_logits(batch.idx)
         rows = torch.arange(batch.idx.size(0), device=batch.idx.device)
         last = hidden[rows, batch.extract_positions]  # (B, n_embd)

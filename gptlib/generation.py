@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from .attention import KVCache, left_padding
-from .sampling import _real, _sample, check_integer, check_sampling_args
+from .config import _flag
+from .sampling import NAN_LOGITS, _sample, check_integer, check_real, check_sampling_args
+from .tokenizer_io import check_text
 
 if TYPE_CHECKING:
     from .model import GPT
 
 __all__ = ["Generation", "beam_search", "cut_at_stop", "generate", "left_pad"]
 INTEGER_IDS = (torch.int64, torch.int32)
+PREALLOCATED = 4096  # new tokens whose buffers generate reserves at once; more grow by doubling
 
 
 @dataclass
@@ -88,7 +91,10 @@ def cut_at_stop(text: str, stop: Sequence[str] | str) -> str:
     For scoring generated programs in notebooks/11_codex.ipynb: decode a row's continuation, cut it
     where the function ends, run what is left.
     """
-    stops = [stop] if isinstance(stop, str) else list(stop)
+    check_text(text, "cut_at_stop")
+    stops = (
+        [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, Sequence) else [None]
+    )
     if not all(isinstance(s, str) and s for s in stops):
         raise TypeError(f"stop must be a non-empty string or a list of them, got {stop!r}")
     ends = [i for i in (text.find(s) for s in stops) if i >= 0]
@@ -223,6 +229,14 @@ def generate(
     )
     if seed is not None and generator is not None:
         raise ValueError("pass seed or generator, not both")
+    use_cache, return_logprobs = (
+        _flag("use_cache", use_cache),
+        _flag("return_logprobs", return_logprobs),
+    )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     B, T = _check_prompt(idx, config.vocab_size)
     pad = None if attention_mask is None else left_padding(attention_mask, (B, T))
     if pad is not None and not bool(pad.any()):
@@ -234,9 +248,12 @@ def generate(
         generator = torch.Generator(device=idx.device).manual_seed(args.seed)
     steps = args.max_new_tokens
 
-    out = idx.new_full((B, T + steps), fill)
+    # Buffers for up to PREALLOCATED new tokens, grown by doubling past that: a large
+    # max_new_tokens with an end token must not reserve memory for tokens never generated.
+    reserved = min(steps, PREALLOCATED)
+    out = idx.new_full((B, T + reserved), fill)
     out[:, :T] = idx
-    logprobs = torch.zeros(B, steps, dtype=torch.float32, device=idx.device)
+    logprobs = torch.zeros(B, reserved, dtype=torch.float32, device=idx.device)
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     new_lengths = torch.zeros(B, dtype=torch.long, device=idx.device)
     ending = eos is not None or bool(stops)  # rows may finish early
@@ -249,6 +266,7 @@ def generate(
     # costs less. out, made outside it, stays an ordinary tensor.
     with torch.inference_mode(), _transposed_head(model, steps), _restore_mode(model, was_training):
         capacity = T + steps if limit is None else min(T + steps, limit + min_pad)
+        capacity = capacity if capacity <= T + PREALLOCATED else None  # None: grows
         cache = KVCache(config.n_layer, capacity) if use_cache and steps else None
         step_input, step_mask = idx, attention_mask
         for i in range(steps):
@@ -263,6 +281,10 @@ def generate(
                 window_mask = None if pad is None else _window_mask(pad, first, length)
                 output = model(out[:, first:length], attention_mask=window_mask, logits_to_keep=1)
             logits = output.logits[:, -1]
+            if i == 0 and bool(torch.isnan(logits).any()):  # greedy would pick token 0
+                raise ValueError(NAN_LOGITS)
+            if length == out.size(1):  # past the preallocated tokens: double the buffers
+                out, logprobs = _grow(out, logprobs, fill, T + steps - length)
             next_id = _sample(logits, args.temperature, args.top_k, args.top_p, generator)
             if return_logprobs:
                 chosen = torch.log_softmax(logits.float(), dim=-1).gather(1, next_id)
@@ -328,7 +350,9 @@ def beam_search(
         pad_token_id=pad_token_id,
     )
     K = check_integer("num_beams", num_beams, 1, "a positive integer")
-    penalty = _real("length_penalty", length_penalty, "a finite number (1.0: mean log-probability)")
+    penalty = check_real(
+        "length_penalty", length_penalty, "a finite number (1.0: mean log-probability)"
+    )
     B, T = _check_prompt(idx, config.vocab_size)
     steps, eos = args.max_new_tokens, args.eos_token_id
     fill = args.pad_token_id if args.pad_token_id is not None else (eos if eos is not None else 0)
@@ -391,6 +415,18 @@ def beam_search(
             scores[b], best = max(hypotheses, key=lambda h: h[0])
             result[b, T : T + best.numel()] = best
     return (result, scores) if return_scores else result
+
+
+def _grow(
+    out: torch.Tensor, logprobs: torch.Tensor, fill: int, remaining: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """out and logprobs with room for as many more new tokens as they hold (at most remaining),
+    made as ordinary tensors even inside inference_mode."""
+    more = min(logprobs.size(1), remaining)
+    with torch.inference_mode(False):
+        out = torch.cat([out, out.new_full((out.size(0), more), fill)], dim=1)
+        logprobs = torch.cat([logprobs, logprobs.new_zeros(logprobs.size(0), more)], dim=1)
+    return out, logprobs
 
 
 def _check_prompt(idx: object, vocab_size: int) -> tuple[int, int]:

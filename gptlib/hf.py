@@ -163,6 +163,12 @@ def hf_config_to_gpt(hf: dict[str, Any]) -> GPTConfig:
     a missing size field, or an unsupported model_type; a config written by `GPT.save` is
     refused with a pointer to `GPT.load`.
     """
+    if not isinstance(hf, dict):
+        hint = "; pass config.to_dict()" if callable(getattr(hf, "to_dict", None)) else ""
+        raise TypeError(
+            f"hf must be the dict of a config.json (gptlib.hf.read_hf_config(folder) reads one), "
+            f"got {type(hf).__name__}{hint}"
+        )
     model_type = hf.get("model_type")
     if model_type is None and ("format_version" in hf or {"n_embd", "norm_placement"} <= set(hf)):
         raise ValueError(
@@ -292,6 +298,12 @@ def resolve_checkpoint(
             "pass a checkpoint folder or a hub id as a string or Path, got "
             f"{type(path_or_id).__name__}"
         )
+    if revision is not None and not isinstance(revision, str):
+        raise TypeError(
+            f"revision must be a branch, tag or commit hash as a string, or None; got {revision!r}"
+        )
+    if not isinstance(local_files_only, bool):  # "no" would be read as True
+        raise TypeError(f"local_files_only must be True or False, got {local_files_only!r}")
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
@@ -352,7 +364,8 @@ def load_hf_checkpoint(
     Mixtral's router jitter, which act only in training, are not carried over. Raises
     ValueError naming config.json for a field gptlib cannot reproduce or a missing size
     field, naming a weight file for a malformed or unreadable file, and naming the tensor
-    for weights that do not fit the config.
+    for weights that do not fit the config, are not floating point or hold NaN or inf.
+    Raises TypeError for a revision that is no string or a local_files_only that is no bool.
     """
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(
@@ -376,8 +389,25 @@ def load_hf_checkpoint(
                 f"{tuple(state[name].shape)}, but its config.json implies {tuple(ours.shape)}; "
                 "the weights and config.json do not belong together"
             )
+        _check_values(name, state[name], ours, folder)
     model.load_state_dict(state)
     return model.eval()
+
+
+def _check_values(name: str, tensor: torch.Tensor, ours: torch.Tensor, folder: Path) -> None:
+    """Refuse integer weights (quantized, read as plain numbers) and NaN or inf ones."""
+    if not ours.is_floating_point():
+        return
+    if not tensor.is_floating_point():
+        raise ValueError(
+            f"{folder}: the checkpoint stores {name} as {tensor.dtype}, not floating point; "
+            "quantized weights would be read as plain numbers. Load the unquantized checkpoint"
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(
+            f"{folder}: the checkpoint's {name} holds NaN or inf, so every output would be NaN; "
+            "the file is damaged or was saved from a diverged run: download or save it again"
+        )
 
 
 def randomise_for_parity(model: torch.nn.Module) -> torch.nn.Module:

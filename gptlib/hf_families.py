@@ -34,6 +34,16 @@ IGNORED_TENSORS = re.compile(
 
 
 # ------------------------------------------------------------------------------ weights
+class MissingTensorError(KeyError, ValueError):
+    """A tensor the config needs is not in the checkpoint (a ValueError, and a KeyError as before).
+
+    Its message prints as written, not quoted as a raw KeyError's would be.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Checkpoint:
     """A checkpoint's tensors; `take` hands each out once, so leftovers can be reported."""
 
@@ -49,7 +59,7 @@ class Checkpoint:
 
     def take(self, name: str) -> torch.Tensor:
         if name not in self.tensors:
-            raise KeyError(
+            raise MissingTensorError(
                 f"{self.model_type} checkpoint has no tensor {name!r}; is the file "
                 "complete, and is config.json's model_type right?"
             )

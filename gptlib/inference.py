@@ -8,7 +8,11 @@ decoding in `gptlib.speculative`; their public names are importable from here to
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+
+import numpy as np
+import torch
 
 from .generation import left_pad
 from .model import GPT
@@ -51,6 +55,17 @@ __all__ = [
 ]
 
 
+def _is_one_id(value: object) -> bool:
+    """Whether value is a single integer (a token id), not a list of them."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return value.ndim == 0
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
 def generate_batched(
     model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, **generate_kwargs
 ) -> list[list[int]]:
@@ -63,7 +78,21 @@ def generate_batched(
     new tokens (a row that met eos_token_id or a stop sequence ends there), in the order of
     prompts. generate_kwargs go to `GPT.generate` (temperature, seed, eos_token_id, stop, ...);
     settings are checked as `gptlib.sampling.check_sampling_args` does, also for no prompts.
+    prompts may be a list of token-id lists or a 2-D tensor (one row per prompt); one flat list
+    of ids, text, or a model that is no GPT raises TypeError.
     """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a gptlib GPT, got {type(model).__name__}")
+    if isinstance(prompts, torch.Tensor) and prompts.dim() == 2:
+        prompts = prompts.tolist()
+    if (
+        isinstance(prompts, Sequence)
+        and not isinstance(prompts, str)
+        and any(_is_one_id(p) for p in prompts)
+    ):
+        raise TypeError(
+            "prompts must be a list of prompts, each a list of token ids; wrap one prompt as [ids]"
+        )
     for name in ("attention_mask", "return_logprobs"):
         if name in generate_kwargs:
             raise TypeError(f"generate_batched sets {name} itself; call GPT.generate for it")

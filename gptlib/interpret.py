@@ -18,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .interventions import check_head, evaluating, residual_stream
+from .interventions import _check_tokens, check_head, evaluating, residual_stream
 from .model import GPT
+from .sampling import check_integer
 
 __all__ = [
     "copy_accuracy",
@@ -88,7 +89,9 @@ def diagonal_scores(
     """
     weights = stack_attentions(attentions)
     T = weights.size(-1)
+    offset = check_integer("offset", offset, 0, "an integer >= 0")
     first_query = offset if first_query is None else first_query
+    first_query = check_integer("first_query", first_query, 0, "an integer >= 0")
     if not 0 <= offset <= first_query < T:
         raise ValueError(
             f"need 0 <= offset ({offset}) <= first_query ({first_query}) < sequence length ({T})"
@@ -121,8 +124,9 @@ def repeated_random_tokens(
     rare ones have embeddings too poorly trained to copy).
     """
     for name, value in (("vocab_size", vocab_size), ("batch", batch)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+        check_integer(name, value, 1, "an integer >= 1")
+    for name, value in (("seq_len", seq_len), ("n_repeats", n_repeats)):
+        check_integer(name, value, -(2**63), "an integer >= 2")
     if seq_len < 2 or n_repeats < 2:
         raise ValueError(
             f"need seq_len >= 2 and n_repeats >= 2 to repeat a pattern, got seq_len={seq_len}, "
@@ -179,7 +183,9 @@ def induction_scores(
         tokens = repeated_random_tokens(
             model.config.vocab_size, seq_len, batch, n_repeats, generator, candidates
         )
-    if tokens.dim() != 2 or tokens.size(1) < 2 * seq_len:
+    tokens = _check_tokens(model, tokens)
+    seq_len = check_integer("seq_len", seq_len, 2, "an integer >= 2")
+    if tokens.size(1) < 2 * seq_len:
         raise ValueError(
             f"tokens must be (batch, n_repeats * seq_len) with n_repeats >= 2, got "
             f"{tuple(tokens.shape)} for seq_len={seq_len}"
@@ -190,7 +196,8 @@ def induction_scores(
 
 def per_token_loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of predicting tokens[:, t + 1] from tokens[:, : t + 1]: (batch, T - 1)."""
-    if tokens.dim() != 2 or tokens.size(1) < 2:
+    tokens = _check_tokens(model, tokens)
+    if tokens.size(1) < 2:
         raise ValueError(f"tokens must be (batch, T) with T >= 2, got {tuple(tokens.shape)}")
     logits = _run(model, tokens[:, :-1]).logits.float()
     targets = tokens[:, 1:].to(logits.device)
@@ -206,7 +213,12 @@ def _per_copy(values: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 
 def _check_copies(tokens: torch.Tensor, seq_len: int) -> None:
-    if tokens.dim() != 2 or seq_len < 2 or tokens.size(1) % seq_len:
+    if not isinstance(tokens, torch.Tensor):
+        raise ValueError(
+            f"tokens must be a (batch, T) tensor of token ids, got {type(tokens).__name__}"
+        )
+    seq_len = check_integer("seq_len", seq_len, 2, "an integer >= 2")
+    if tokens.dim() != 2 or tokens.size(1) % seq_len:
         raise ValueError(
             f"tokens of shape {tuple(tokens.shape)} are not whole copies of seq_len={seq_len}"
         )
@@ -237,7 +249,7 @@ def copy_accuracy(model: GPT, tokens: torch.Tensor, seq_len: int) -> torch.Tenso
 
 def _head_weights(model: GPT, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor]:
     """W_V (head_dim, n_embd) and W_O (n_embd, head_dim) of one head."""
-    check_head(model, layer, head)
+    layer, head = check_head(model, layer, head)
     config = model.config
     attn, hd = model.blocks[layer].attn, config.head_dim
     kv_head = head // (config.n_head // config.n_kv_head)  # GQA: the group's shared value head
@@ -267,9 +279,12 @@ def _ov_factors(
     """(a, b) with a·b = the OV circuit's (n, n) matrix transposed: a (n, head_dim), b (head_dim, n)."""
     vocab = model.config.vocab_size
     ids = torch.arange(vocab) if token_ids is None else torch.as_tensor(token_ids)
+    if ids.numel() and (ids.is_floating_point() or ids.dtype == torch.bool):
+        raise TypeError(f"token_ids must be integer ids, got {ids.dtype} (1.5 would be read as 1)")
     ids = ids.long().flatten().to(_device(model))
     if len(ids) == 0 or ids.min() < 0 or ids.max() >= vocab:
         raise ValueError(f"token_ids must be a non-empty list of ids in [0, {vocab})")
+    layer, head = check_head(model, layer, head)
     w_v, w_o = _head_weights(model, layer, head)
     if reference is None:
         inputs = model.tok_emb.weight[ids].float()
@@ -353,6 +368,10 @@ def induction_probe(
     sees the same ones for the same candidates, and the global random state is untouched; the
     model's train/eval mode is restored.
     """
+    seq_len = check_integer("seq_len", seq_len, 2, "an integer >= 2")
+    batch = check_integer("batch", batch, 1, "an integer >= 1")
+    n_candidates = check_integer("n_candidates", n_candidates, 1, "an integer >= 1")
+    seed = check_integer("seed", seed, 0, "an integer >= 0")
     if model.config.position == "learned":
         seq_len = min(seq_len, model.config.block_size // 2)
     if seq_len < 2 or batch < 1 or n_candidates < 1:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .model import GPT
+from .sampling import check_integer
 
 __all__ = [
     "ablated_heads",
@@ -48,19 +49,35 @@ def evaluating(model: GPT) -> Iterator[GPT]:
         model.train(was_training)
 
 
-def check_head(model: GPT, layer: int, head: int) -> None:
-    """Raise ValueError unless the model has head `head` in layer `layer` (both from 0)."""
+def check_head(model: GPT, layer: int, head: int) -> tuple[int, int]:
+    """(layer, head) as Python ints if the model has that head (both numbered from 0).
+
+    Raises TypeError for an index that is not an integer (a float such as 0.7 is not read as
+    0) and ValueError for a head the model does not have.
+    """
     config = model.config
+    layer = check_integer("layer", layer, -(2**63), "an integer layer index from 0")
+    head = check_integer("head", head, -(2**63), "an integer head index from 0")
     if not (0 <= layer < config.n_layer and 0 <= head < config.n_head):
         raise ValueError(
             f"no head ({layer}, {head}): the model has {config.n_layer} layers of "
             f"{config.n_head} heads, numbered from 0"
         )
+    return layer, head
 
 
 def _check_tokens(model: GPT, tokens: torch.Tensor, name: str = "tokens") -> torch.Tensor:
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-        raise ValueError(f"{name} must be a (batch, T) tensor of token ids")
+        got = tuple(tokens.shape) if hasattr(tokens, "shape") else type(tokens).__name__
+        raise ValueError(
+            f"{name} must be a (batch, T) tensor of token ids, got {got}; wrap one sequence "
+            "as torch.tensor([ids])"
+        )
+    if tokens.numel() == 0:
+        raise ValueError(
+            f"{name} of shape {tuple(tokens.shape)} hold no tokens; pass at least one sequence "
+            "of at least one token (an empty batch would average to NaN)"
+        )
     return tokens.to(next(model.parameters()).device)
 
 
@@ -129,9 +146,12 @@ def ablated_heads(
     keeping the constant part later layers expect (Wang et al. 2022, "knockouts"). Raises ValueError
     for a head the model does not have, an unknown method, or "mean" without reference tokens.
     """
-    heads = [(int(layer), int(head)) for layer, head in heads]
-    for layer, head in heads:
-        check_head(model, layer, head)
+    pairs = list(heads)
+    if not all(_is_pair(pair) for pair in pairs):
+        raise TypeError(
+            f"heads must be a list of (layer, head) pairs, such as [(0, 1)]; got {heads!r}"
+        )
+    heads = [check_head(model, layer, head) for layer, head in pairs]
     if method not in ("zero", "mean"):
         raise ValueError(f"method must be 'zero' or 'mean', got {method!r}")
     if method == "mean" and reference is None:
@@ -155,6 +175,16 @@ def ablated_heads(
 
     with _hooks(silence(layer) for layer in by_layer):
         yield model
+
+
+def _is_pair(pair: object) -> bool:
+    """Whether `pair` is two items (a tuple, list, or a row of a tensor or array), not text."""
+    if isinstance(pair, str | bytes):
+        return False
+    try:
+        return len(pair) == 2
+    except TypeError:  # an int, or a 0-d tensor
+        return False
 
 
 def _block_input_hook(model: GPT, replace: Callable[[torch.Tensor], torch.Tensor]):
@@ -260,13 +290,48 @@ def direct_logit_attribution(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _metric_value(metric: Metric, logits: torch.Tensor) -> float:
-    return float(metric(logits))
+    value = metric(logits)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        shape = tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
+        raise ValueError(
+            f"metric must return one number for the whole batch, got {shape}; reduce it, "
+            "e.g. lambda logits: logits[:, -1, token].mean()"
+        ) from None
+
+
+def _check_positions(positions: Sequence[int] | None, length: int) -> list[int] | None:
+    """Positions as ints in [-length, length), or None (all); ValueError naming a bad one."""
+    if positions is None:
+        return None
+    allowed = f"a position in [-{length}, {length})"
+    checked = [check_integer("position", p, -length, allowed) for p in positions]
+    if not checked:
+        raise ValueError(
+            "positions is empty, so nothing would be patched; pass some positions, or None for all"
+        )
+    bad = [p for p in checked if p >= length]
+    if bad:
+        raise ValueError(f"position {bad[0]} is outside the {length} tokens; use {allowed}")
+    return checked
+
+
+def _check_metric(metric: object) -> None:
+    if not callable(metric):
+        raise TypeError(
+            f"metric must be a function of the logits (B, T, vocab_size) returning one number, "
+            f"got {type(metric).__name__}"
+        )
 
 
 def _check_pair(
     model: GPT, clean: torch.Tensor, corrupted: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    clean, corrupted = _check_tokens(model, clean, "clean"), _check_tokens(model, corrupted)
+    clean, corrupted = (
+        _check_tokens(model, clean, "clean"),
+        _check_tokens(model, corrupted, "corrupted"),
+    )
     if clean.shape != corrupted.shape:
         raise ValueError(
             f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} must have the "
@@ -291,7 +356,9 @@ def patch_residual(
     corrupted are (batch, T) token tensors of one shape; positions default to all T.
     """
     clean, corrupted = _check_pair(model, clean, corrupted)
-    positions = list(range(clean.size(1))) if positions is None else [int(p) for p in positions]
+    _check_metric(metric)
+    checked = _check_positions(positions, clean.size(1))
+    positions = list(range(clean.size(1))) if checked is None else checked
     stream = residual_stream(model, clean)
     results = torch.zeros(model.config.n_layer + 1, len(positions))
     for index in range(model.config.n_layer + 1):
@@ -323,7 +390,9 @@ def patch_heads(
     patch heads and paths this way). A head whose patch brings the clean metric back carries what the corruption removed.
     """
     clean, corrupted = _check_pair(model, clean, corrupted)
-    where = slice(None) if positions is None else [int(p) for p in positions]
+    _check_metric(metric)
+    checked = _check_positions(positions, clean.size(1))
+    where = slice(None) if checked is None else checked
     clean_z = head_outputs(model, clean)
     config = model.config
     results = torch.zeros(config.n_layer, config.n_head)

@@ -8,10 +8,13 @@ notebooks/14_inference.ipynb (generation with it, batches of prompts of differen
 
 from __future__ import annotations
 
+import math
+import weakref
+
 import torch
 
 from .config import GPTConfig
-from .sampling import check_integer
+from .sampling import check_integer, check_real
 
 
 def left_padding(attention_mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -228,6 +231,7 @@ class KVCache:
         self.length = 0
         self.batch_size: int | None = None
         self.pad: torch.Tensor | None = None  # (B,) left padding of each row, None if none
+        self._model: weakref.ref | None = None  # the model that filled it
 
     def __repr__(self) -> str:
         return (
@@ -291,14 +295,27 @@ class KVCache:
         self.batch_size = rows.numel()
 
     def reserve(
-        self, batch_size: int, n_new: int, pad: torch.Tensor | None = None
+        self,
+        batch_size: int,
+        n_new: int,
+        pad: torch.Tensor | None = None,
+        model: torch.nn.Module | None = None,
     ) -> torch.Tensor | None:
         """Check that n_new more tokens of this batch fit; returns the batch's left padding.
 
         Called by `GPT.forward` before it writes. pad (B,) is the padding of an attention_mask;
-        the first call records it, later calls may repeat it. Raises ValueError for another
-        batch size, for more tokens than max_length, or for padding that changed.
+        the first call records it, later calls may repeat it; `model` is the module writing,
+        recorded by the first call. Raises ValueError for another batch size, for more tokens
+        than max_length, for padding that changed, or for another model than the one that
+        filled the cache (its keys and values would be attended to as if they were its own).
         """
+        if model is not None and self.length and self._model is not None:
+            if self._model() is not model:
+                raise ValueError(
+                    "this KVCache was filled by another model, whose keys and values this one "
+                    "would read as its own; make a new KVCache for each model (speculative "
+                    "decoding keeps one per model)"
+                )
         if self.batch_size is not None and batch_size != self.batch_size:
             raise ValueError(
                 f"this KVCache holds a batch of {self.batch_size} sequence(s), got a batch of "
@@ -314,6 +331,7 @@ class KVCache:
         if pad is not None and not bool(pad.any()):
             pad = None  # no row is padded: attention needs no padding mask
         if self.length == 0:
+            self._model = None if model is None else weakref.ref(model)
             self.pad = pad
             for layer in self.layers:
                 layer.pad = pad
@@ -333,5 +351,22 @@ def kv_cache_bytes(config: GPTConfig, n_tokens: int = 1, bytes_per_value: int = 
 
     Taught in notebooks/04_attention.ipynb. bytes_per_value=2 is 16-bit numbers. A local
     window caps n_tokens at window_size in those layers; this counts every layer as dense.
+    bytes_per_value may be a fraction (0.5 for 4-bit numbers); the total is rounded up to whole
+    bytes. Raises TypeError for a config that is no GPTConfig (a model: pass model.config) or
+    a count that is no integer, ValueError for a negative n_tokens or a bytes_per_value <= 0.
     """
-    return 2 * config.n_layer * config.n_kv_head * config.head_dim * n_tokens * bytes_per_value
+    if not isinstance(config, GPTConfig):
+        raise TypeError(
+            f"config must be a GPTConfig, got {type(config).__name__}"
+            + (
+                "; pass model.config"
+                if isinstance(getattr(config, "config", None), GPTConfig)
+                else ""
+            )
+        )
+    n_tokens = check_integer("n_tokens", n_tokens, 0, "an integer >= 0")
+    size = check_real("bytes_per_value", bytes_per_value, "a number > 0 (2 for 16-bit numbers)")
+    if size <= 0:
+        raise ValueError(f"bytes_per_value must be a number > 0 (2 for 16-bit numbers), got {size}")
+    values = 2 * config.n_layer * config.n_kv_head * config.head_dim * n_tokens
+    return math.ceil(values * size)

@@ -14,13 +14,20 @@ from torch import nn
 
 from .attention import CausalSelfAttention, LayerCache
 from .config import GPTConfig
+from .sampling import check_integer, check_real
 
 
 class RMSNorm(nn.Module):
-    """y = x / sqrt(mean(x²) + eps) · g: LayerNorm without centring and without a bias."""
+    """y = x / sqrt(mean(x²) + eps) · g: LayerNorm without centring and without a bias.
+
+    dim is a positive integer and eps a finite number > 0; TypeError or ValueError name others.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
+        dim = check_integer("dim", dim, 1, "a positive integer (the width normalised)")
+        if not check_real("eps", eps, "a finite number > 0 (such as 1e-6)") > 0:
+            raise ValueError(f"eps must be a finite number > 0 (such as 1e-6), got {eps}")
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 

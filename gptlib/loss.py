@@ -29,6 +29,11 @@ def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     for targets that are not an integer tensor, ValueError for a shape other than
     logits.shape[:-1] or a target outside [0, V) that is not an ignore value.
     """
+    if not isinstance(logits, torch.Tensor) or logits.dim() < 1:
+        raise TypeError(
+            f"logits must be a tensor (..., V), got {type(logits).__name__}; the model's "
+            "output holds them as out.logits"
+        )
     if not isinstance(targets, torch.Tensor):
         raise TypeError(
             f"targets must be a tensor of token ids, got {type(targets).__name__}; "

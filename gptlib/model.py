@@ -20,7 +20,7 @@ from torch import nn
 
 from . import generation
 from .attention import KVCache, left_padding
-from .config import CONFIG_FORMAT, GPTConfig
+from .config import CONFIG_FORMAT, GPTConfig, _flag
 from .layers import Block, make_norm, router_aux_loss
 from .loss import cross_entropy_loss
 from .positional import LearnedPositions, SinusoidalPositions
@@ -105,11 +105,12 @@ class GPT(nn.Module):
         real token and no token attends to padding (notebooks/14_inference.ipynb); a cache
         remembers the padding of its first call. logits_to_keep=n returns the logits of the last
         n positions only (generation needs just the last one). Raises TypeError or ValueError
-        for idx that is not an integer (B, T) tensor of ids in [0, vocab_size), and for targets
-        of another shape or dtype. A mixture-of-experts model also returns aux_loss, its
-        load-balancing loss; in training mode, loss includes config.router_aux_loss_coef times
-        it (notebooks/13_gpt4_era.ipynb), while in eval mode loss is the language-model loss
-        alone.
+        for idx that is not an integer (B, T) tensor of ids in [0, vocab_size), for targets
+        of another shape or dtype, for a kv_cache that is not a `KVCache` and for a
+        return_attention that is not a bool. A mixture-of-experts model also returns aux_loss,
+        its load-balancing loss; in training mode, loss includes config.router_aux_loss_coef
+        times it (notebooks/13_gpt4_era.ipynb), while in eval mode loss is the language-model
+        loss alone.
         """
         if not isinstance(idx, torch.Tensor):
             raise TypeError(
@@ -122,10 +123,16 @@ class GPT(nn.Module):
                 f"{idx.dtype}; wrap a single sequence as idx[None]"
             )
         B, T = idx.shape
-        if T and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
             raise ValueError(
                 f"token ids must be in [0, {self.config.vocab_size}), got min {int(idx.min())} "
                 f"max {int(idx.max())}; does the tokenizer match the model's vocab_size?"
+            )
+        return_attention = _flag("return_attention", return_attention)
+        if kv_cache is not None and not isinstance(kv_cache, KVCache):
+            raise TypeError(
+                f"kv_cache must be a gptlib KVCache, got {type(kv_cache).__name__}; make one "
+                "with KVCache(model.config.n_layer)"
             )
         start = kv_cache.length if kv_cache is not None else 0
         pad = None if attention_mask is None else left_padding(attention_mask, (B, start + T))
@@ -188,7 +195,7 @@ class GPT(nn.Module):
                 "its last block_size tokens (generate does this) or use a config with rotary/ALiBi"
             )
         if kv_cache is not None:
-            pad = kv_cache.reserve(B, T, pad)
+            pad = kv_cache.reserve(B, T, pad, model=self)
         elif pad is not None and not bool(pad.any()):
             pad = None  # no row is padded
         positions = torch.arange(start, start + T, device=device)
@@ -250,24 +257,17 @@ class GPT(nn.Module):
 
         config.json holds the GPTConfig's fields plus "format_version" (CONFIG_FORMAT) and
         "model_sha256", the sha256 of the model.safetensors written beside it, which `load`
-        verifies. A tied head is stored once, as tok_emb.weight; raises ValueError if the
-        config says tied but lm_head.weight no longer equals the embedding (it would be lost).
+        verifies. A tied head is stored once, as tok_emb.weight. Raises ValueError, before
+        writing anything, when `load` could not read the files back: the config says tied but
+        lm_head.weight no longer equals the embedding (it would be lost), or the weights no
+        longer match model.config (a field edited after the model was built, layers replaced
+        by `gptlib.inference.quantize_int8`).
         """
         from safetensors.torch import save
 
+        self._check_saveable()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        head, embedding = self.lm_head.weight, self.tok_emb.weight
-        if (
-            self.config.tie_embeddings
-            and head is not embedding
-            and not torch.equal(head, embedding)
-        ):
-            raise ValueError(
-                "config.tie_embeddings is True, but lm_head.weight is no longer the token "
-                "embedding, so saving would lose it; re-tie them (model.lm_head.weight = "
-                "model.tok_emb.weight) or make the model with tie_embeddings=False"
-            )
         state = {
             name: tensor.detach().contiguous().cpu()
             for name, tensor in self.state_dict().items()
@@ -346,14 +346,7 @@ class GPT(nn.Module):
         model = cls(config)
         if config.tie_embeddings and "tok_emb.weight" in state:
             state["lm_head.weight"] = state["tok_emb.weight"]
-        expected = model.state_dict()
-        problems = [f"missing {name}" for name in expected if name not in state]
-        problems += [f"unexpected {name}" for name in state if name not in expected]
-        problems += [
-            f"{name} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[name].shape)}"
-            for name, tensor in state.items()
-            if name in expected and tensor.shape != expected[name].shape
-        ]
+        problems = _mismatches(state, model.state_dict())
         if problems:
             raise ValueError(
                 f"{weights_path} does not match {config_path}: "
@@ -363,6 +356,38 @@ class GPT(nn.Module):
             )
         model.load_state_dict(state)
         return model.to(map_location).eval()
+
+    def _check_saveable(self) -> None:
+        """Raise ValueError unless `save` writes files that `load` reads back as this model."""
+        try:
+            self.config.validate()
+            with torch.device("meta"):  # names and shapes only, no memory
+                expected = GPT(self.config).state_dict()
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"model.config is no longer valid ({err}); saving is refused"
+            ) from None
+        problems = _mismatches(self.state_dict(), expected)
+        if problems:
+            raise ValueError(
+                "the model's weights no longer match model.config ("
+                + "; ".join(problems[:3])
+                + ("; ..." if len(problems) > 3 else "")
+                + "), so GPT.load could not read the files back: was a config field changed "
+                "after the model was built, or were layers replaced (quantize_int8)? Save the "
+                "model that GPT(model.config) builds"
+            )
+        head, embedding = self.lm_head.weight, self.tok_emb.weight
+        if (
+            self.config.tie_embeddings
+            and head is not embedding
+            and not torch.equal(head, embedding)
+        ):
+            raise ValueError(
+                "config.tie_embeddings is True, but lm_head.weight is no longer the token "
+                "embedding, so saving would lose it; re-tie them (model.lm_head.weight = "
+                "model.tok_emb.weight) or make the model with tie_embeddings=False"
+            )
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, **kwargs) -> GPT:
@@ -375,6 +400,18 @@ class GPT(nn.Module):
         from .hf import load_hf_checkpoint
 
         return load_hf_checkpoint(path_or_id, **kwargs)
+
+
+def _mismatches(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps `state` from loading into a model whose state dict is `expected`."""
+    problems = [f"missing {name}" for name in expected if name not in state]
+    problems += [f"unexpected {name}" for name in state if name not in expected]
+    problems += [
+        f"{name} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[name].shape)}"
+        for name, tensor in state.items()
+        if name in expected and tensor.shape != expected[name].shape
+    ]
+    return problems
 
 
 def _atomic_write(target: Path, write: Callable[[str], object]) -> None:

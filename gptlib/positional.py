@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from .sampling import check_integer, check_real
+
 
 class Float32Buffers(nn.Module):
     """A module whose float32 buffers keep at least float32 precision when the model is cast.
@@ -51,8 +53,20 @@ class LearnedPositions(nn.Module):
 def sinusoidal_table(positions: torch.Tensor, n_embd: int, base: float = 10000.0) -> torch.Tensor:
     """The fixed sin/cos table of Vaswani et al. 2017: row p is the encoding of position p.
 
-    Even columns hold sin(p / base^(2i/d)), odd columns cos of the same angle.
+    Even columns hold sin(p / base^(2i/d)), odd columns cos of the same angle. positions is
+    a 1-D tensor, n_embd a positive integer and base a finite number > 1; anything else raises
+    TypeError or ValueError naming it (base 0 gave a table of NaN and inf).
     """
+    if not isinstance(positions, torch.Tensor) or positions.dim() != 1:
+        got = (
+            tuple(positions.shape)
+            if isinstance(positions, torch.Tensor)
+            else type(positions).__name__
+        )
+        raise TypeError(f"positions must be a 1-D tensor such as torch.arange(T), got {got}")
+    n_embd = check_integer("n_embd", n_embd, 1, "a positive integer")
+    if not check_real("base", base, "a finite number > 1 (usually 10000)") > 1:
+        raise ValueError(f"base must be a finite number > 1 (usually 10000), got {base}")
     inv_freq = base ** (-torch.arange(0, n_embd, 2, dtype=torch.float32) / n_embd)
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
     table = torch.zeros(len(positions), n_embd, device=positions.device)
@@ -174,8 +188,10 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
     """ALiBi's per-head slopes (Press et al. 2022): 2^(-8/n), 2^(-16/n), ... for n heads.
 
     For a head count that is not a power of two, take the slopes of the largest power of two
-    below it, then every other slope of twice that power.
+    below it, then every other slope of twice that power. Raises TypeError or ValueError for an
+    n_head that is not a positive integer.
     """
+    n_head = check_integer("n_head", n_head, 1, "a positive integer")
 
     def powers(n: int) -> list[float]:
         start = 2.0 ** (-8.0 / n)
@@ -188,6 +204,16 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
 
 
 def alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-    """The additive score bias -slope·(i - j) for query position i and key j: (H, Tq, Tk)."""
+    """The additive score bias -slope·(i - j) for query position i and key j: (H, Tq, Tk).
+
+    slopes (H,) is a float tensor (`alibi_slopes`), q_pos (Tq,) and k_pos (Tk,) tensors of
+    positions; anything that is no tensor raises TypeError.
+    """
+    for name, value in (("slopes", slopes), ("q_pos", q_pos), ("k_pos", k_pos)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a tensor, got {type(value).__name__}; slopes come from "
+                "alibi_slopes(n_head), positions from torch.arange(T)"
+            )
     distance = (q_pos[:, None] - k_pos[None, :]).to(slopes.dtype)
     return -slopes[:, None, None] * distance

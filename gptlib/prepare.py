@@ -41,6 +41,7 @@ from .run_tokenizer import (
     make_tokenizer,
     save_tokenizer,
 )
+from .sampling import check_integer
 
 __all__ = [
     "PreparedTokens",
@@ -87,7 +88,7 @@ def _pieces(file: Path, chunk_chars: int) -> Iterator[str]:
     with no such newline comes whole)."""
     with open(file, encoding="utf-8", newline="") as handle:
         carry = ""
-        while block := handle.read(chunk_chars):
+        while block := _read(handle, file, chunk_chars):
             text = carry + block
             cut = _last_cut(text)
             if cut:
@@ -95,6 +96,17 @@ def _pieces(file: Path, chunk_chars: int) -> Iterator[str]:
             carry = text[cut:]
         if carry:
             yield carry
+
+
+def _read(handle: Any, file: Path, chars: int) -> str:
+    """The next chars characters of a UTF-8 file, or a ValueError that names the file."""
+    try:
+        return handle.read(chars)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{file} is not UTF-8 text past its first 8 KiB ({err.reason} at byte "
+            f"{err.start} of a block); convert it to UTF-8 or leave it out"
+        ) from None
 
 
 def _looks_like_text(file: Path) -> bool:
@@ -172,8 +184,9 @@ class PreparedTokens:
 def open_tokens(path: str | Path) -> PreparedTokens:
     """Open a token folder made by `prepare` without reading it into memory.
 
-    Raises FileNotFoundError for a folder without tokens.json, ValueError for a token file
-    whose size does not match tokens.json (truncated, or from another run).
+    Raises FileNotFoundError for a folder without tokens.json, ValueError for a tokens.json
+    that is damaged or a token file whose size does not match it (truncated, or from another
+    run).
     """
     path = Path(path)
     meta_path = path / TOKENS_META
@@ -183,11 +196,24 @@ def open_tokens(path: str | Path) -> PreparedTokens:
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{meta_path} is not valid JSON ({err}); prepare it again") from err
     if not isinstance(meta, dict) or meta.get("format") != TOKENS_FORMAT:
         raise ValueError(f"{meta_path} is not a gptlib token file (format {TOKENS_FORMAT})")
-    dtype = np.dtype(meta["dtype"])
+    dtype = meta.get("dtype")
+    counts = [meta.get(k) for k in ("n_tokens", "n_train", "vocab_size")]
+    if (
+        dtype not in ("uint16", "uint32")
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts)
+        or not counts[1] < counts[0]
+    ):
+        raise ValueError(
+            f"{meta_path} is damaged: it needs dtype uint16 or uint32 and counts n_train < "
+            f"n_tokens and vocab_size, positive integers (it has dtype={dtype!r}, "
+            f"n_tokens={counts[0]!r}, n_train={counts[1]!r}, vocab_size={counts[2]!r}); "
+            "prepare the folder again"
+        )
+    dtype = np.dtype(dtype)
     data_path = path / TOKENS_FILE
     expected = int(meta["n_tokens"]) * dtype.itemsize
     size = data_path.stat().st_size if data_path.is_file() else None
@@ -214,11 +240,17 @@ def prepare(
 
     tokenizer is a kind from TOKENIZER_KINDS or a tokenizer object; "char" reads the text once
     more to collect its characters, "bpe" trains on its first bpe_train_chars characters.
-    Raises FileExistsError if out already holds tokens, ValueError for bad settings.
+    Raises FileExistsError if out already holds tokens (or is a file), ValueError for bad
+    settings or a file that is not UTF-8 (named); a failure leaves no half-written file.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    for name, value in (("vocab_size", vocab_size), ("bpe_train_chars", bpe_train_chars),
+                        ("chunk_chars", chunk_chars)):  # fmt: skip
+        check_integer(name, value, 1, "a positive integer")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out must be a folder to write the tokens into")
     if (out / TOKENS_META).exists():
         raise FileExistsError(f"{out} already holds prepared tokens; choose another --out")
     files = text_files(source)
@@ -244,11 +276,15 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (TOKENS_FILE + ".tmp")
     n_tokens = 0
-    with open(tmp, "wb") as handle:
-        documents = list(_documents(files, chunk_chars))  # lazy pieces: one file open at a time
-        for ids in encode_documents(tokenizer, documents, dtype):
-            ids.tofile(handle)
-            n_tokens += len(ids)
+    try:
+        with open(tmp, "wb") as handle:
+            documents = list(_documents(files, chunk_chars))  # lazy pieces: one file at a time
+            for ids in encode_documents(tokenizer, documents, dtype):
+                ids.tofile(handle)
+                n_tokens += len(ids)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written token file is left behind
+        raise
     n_train = int(round(n_tokens * (1.0 - val_fraction)))
     if not 0 < n_train < n_tokens:
         tmp.unlink()

@@ -51,12 +51,22 @@ def quantize_absmax(
     (absmax quantization, Dettmers et al. 2022, §2.1). For a weight (out, in) the groups run
     along the input dimension. Returns q (rows, cols) int8 and scales (rows, cols / group_size)
     float32 (one column per row when group_size is None). The rounding error of each value is
-    at most half its group's s. Raises ValueError for another shape, bits outside 2..8, or a
-    group_size that does not divide cols.
+    at most half its group's s. Raises TypeError for a non-tensor, ValueError for another
+    shape, NaN or inf values, bits outside 2..8, or a group_size that does not divide cols.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"expected a 2-D float tensor (rows, cols), got {shape}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"expected a 2-D float tensor (rows, cols) as weight, got {type(x).__name__}"
+        )
+    if x.dim() != 2 or not x.is_floating_point():
+        raise ValueError(
+            f"expected a 2-D float tensor (rows, cols), got {tuple(x.shape)} {x.dtype}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            "the tensor holds NaN or inf, which integers cannot store (its groups would all "
+            "dequantize to NaN): the weights are broken (a diverged run?); quantize a finite model"
+        )
     bits = check_integer("bits", bits, 2, "an integer from 2 to 8")
     if bits > 8:
         raise ValueError(f"bits must be an integer from 2 to 8 (stored in int8), got {bits}")
@@ -81,9 +91,31 @@ def quantize_absmax(
 def dequantize_absmax(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Turn integers and their scales from `quantize_absmax` back into a float32 tensor.
 
-    Taught in notebooks/14_inference.ipynb. q (rows, cols), scale (rows, n_groups).
+    Taught in notebooks/14_inference.ipynb. q (rows, cols) int8, scale (rows, n_groups) float,
+    n_groups dividing cols. Raises TypeError for a q that is no 2-D int8 tensor and ValueError
+    for a scale of another shape (it would broadcast or fail deep in torch).
     """
+    if not isinstance(q, torch.Tensor) or q.dtype != torch.int8 or q.dim() != 2:
+        got = f"{q.dtype} {tuple(q.shape)}" if isinstance(q, torch.Tensor) else type(q).__name__
+        raise TypeError(f"q must be a 2-D int8 tensor from quantize_absmax, got {got}")
     rows, cols = q.shape
+    if (
+        not isinstance(scale, torch.Tensor)
+        or not scale.is_floating_point()
+        or scale.dim() != 2
+        or scale.size(0) != rows
+        or scale.size(1) == 0
+        or cols % scale.size(1)
+    ):
+        got = (
+            f"{scale.dtype} {tuple(scale.shape)}"
+            if isinstance(scale, torch.Tensor)
+            else type(scale).__name__
+        )
+        raise ValueError(
+            f"scale must be a float tensor of shape ({rows}, n_groups) with n_groups dividing "
+            f"{cols}, as quantize_absmax returns it, got {got}"
+        )
     groups = scale.size(1)
     return (q.float().reshape(rows, groups, cols // groups) * scale[:, :, None]).reshape(rows, cols)
 
@@ -102,8 +134,13 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def dequantize_per_channel(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Turn int8 rows and their scales back into a float32 weight: q * scale per row.
 
-    Taught in notebooks/14_inference.ipynb.
+    Taught in notebooks/14_inference.ipynb. q (out, in) int8, scale (out,) float, as
+    `quantize_per_channel` returns them; anything else raises TypeError or ValueError.
     """
+    rows = q.size(0) if isinstance(q, torch.Tensor) and q.dim() else "out"
+    if not isinstance(scale, torch.Tensor) or scale.dim() != 1 or scale.size(0) != rows:
+        got = tuple(scale.shape) if isinstance(scale, torch.Tensor) else type(scale).__name__
+        raise ValueError(f"scale must be a float tensor of shape ({rows},), one per row, got {got}")
     return dequantize_absmax(q, scale[:, None])
 
 
@@ -231,8 +268,10 @@ def int8_matmul(
 def model_bytes(model: nn.Module) -> int:
     """Bytes taken by a model's parameters and buffers, counting a shared tensor once.
 
-    Taught in notebooks/14_inference.ipynb.
+    Taught in notebooks/14_inference.ipynb. Raises TypeError for anything but a torch module.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model_bytes needs a torch.nn.Module, got {type(model).__name__}")
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:

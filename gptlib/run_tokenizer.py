@@ -12,12 +12,14 @@ by `gptlib.tokenizers.get_encoding`). Each writes a JSON file with a "format" ta
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .bpe import BPETokenizer
+from .tokenizer_io import check_text, read_tokenizer_file, token_id_list
 from .tokenizers import CharTokenizer
 
 __all__ = [
@@ -62,11 +64,29 @@ class NamedEncoding:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of text; special-token text is encoded as plain text."""
-        return self.encoding.encode_ordinary(text)
+        return self.encoding.encode_ordinary(check_text(text, "encode"))
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of token ids."""
-        return self.encoding.decode([int(i) for i in ids])
+        """Text of one sequence of token ids; ValueError for an id outside the vocabulary and
+        TypeError for floats or a batch (see `gptlib.tokenizer_io.token_id_list`)."""
+        ids = token_id_list(ids)
+        try:
+            if any(not 0 <= i < self.vocab_size for i in ids):
+                raise KeyError
+            return self.encoding.decode(ids)
+        except KeyError:  # tiktoken's error for an id it does not have (cl100k has gaps)
+            bad = next(i for i in ids if not 0 <= i < self.vocab_size or not self._known(i))
+            raise ValueError(
+                f"token id {bad} is not in the {self.name!r} encoding (ids 0-"
+                f"{self.vocab_size - 1}); decode ids made by the same tokenizer"
+            ) from None
+
+    def _known(self, token_id: int) -> bool:
+        try:
+            self.encoding.decode_single_token_bytes(token_id)
+        except KeyError:
+            return False
+        return True
 
     def save(self, path: str | Path) -> None:
         """Write {"format", "name"} to a JSON file."""
@@ -74,8 +94,14 @@ class NamedEncoding:
 
     @classmethod
     def load(cls, path: str | Path) -> NamedEncoding:
-        """Read a file written by `save`."""
-        return cls(json.loads(Path(path).read_text(encoding="utf-8"))["name"])
+        """Read a file written by `save`; ValueError naming the file if it is damaged."""
+        name = read_tokenizer_file(path, cls.FORMAT, "NamedEncoding").get("name")
+        if not isinstance(name, str):
+            raise ValueError(
+                f'{path} is a damaged NamedEncoding file: it needs "name", an encoding name '
+                f"such as 'gpt2', and has {name!r}"
+            )
+        return cls(name)
 
     def __repr__(self) -> str:
         return f"NamedEncoding({self.name!r}, vocab_size={self.vocab_size})"
@@ -139,6 +165,8 @@ def tokenizer_vocab_size(tokenizer: Any) -> int:
     """Number of ids a tokenizer can produce (``vocab_size``, or a tiktoken Encoding's
     ``n_vocab``); a TypeError for an object that is no tokenizer."""
     size = getattr(tokenizer, "vocab_size", getattr(tokenizer, "n_vocab", None))
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        return int(size)
     if not isinstance(size, int):
         raise TypeError(f"{type(tokenizer).__name__} is not a tokenizer (no vocab_size)")
     return size

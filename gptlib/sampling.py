@@ -53,7 +53,13 @@ def check_integer(name: str, value: object, minimum: int, allowed: str) -> int:
     return number
 
 
-def _real(name: str, value: object, allowed: str) -> float:
+def check_real(name: str, value: object, allowed: str) -> float:
+    """`value` as a finite Python float, refusing bools, text and NaN or inf.
+
+    NumPy numbers and one-element tensors are accepted. Raises TypeError for a value that is
+    not a real number, ValueError for NaN or inf; both messages name the argument, the value
+    and what is allowed (the caller checks the range).
+    """
     if _is_bool(value) or not (
         isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and value.numel() == 1)
     ):
@@ -85,7 +91,7 @@ def check_sampling_args(
     Arguments left at None are not checked. Raises TypeError for a value of the wrong type and
     ValueError for one out of range, naming the argument, the value and what is allowed.
     """
-    temperature = _real("temperature", temperature, "a finite number >= 0 (0 means greedy)")
+    temperature = check_real("temperature", temperature, "a finite number >= 0 (0 means greedy)")
     if temperature < 0:
         raise ValueError(
             f"temperature must be a finite number >= 0 (0 means greedy), got {temperature}"
@@ -93,7 +99,7 @@ def check_sampling_args(
     if top_k is not None:
         top_k = check_integer("top_k", top_k, 1, "a positive integer or None")
     if top_p is not None:
-        top_p = _real("top_p", top_p, "a number in (0, 1] or None")
+        top_p = check_real("top_p", top_p, "a number in (0, 1] or None")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p}")
     if max_new_tokens is not None:
@@ -102,6 +108,8 @@ def check_sampling_args(
         )
     if seed is not None:
         seed = check_integer("seed", seed, -(2**63), "an integer or None")
+        if seed >= 2**64:  # what torch.Generator.manual_seed can hold
+            raise ValueError(f"seed must be an integer below 2**64 or None, got {seed}")
     ids = {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
     for name, value in ids.items():
         if value is not None:
@@ -126,9 +134,11 @@ def filter_logits(
     Taught in notebooks/08_gpt2.ipynb. logits (..., V) keep their shape. top_k keeps the k
     largest logits of each row (ties with the k-th are kept); top_p keeps, in order of
     probability, the tokens until their mass reaches top_p, always at least the most likely
-    one. Raises as `check_sampling_args` does for a bad top_k or top_p.
+    one. Raises as `check_sampling_args` does for a bad top_k or top_p, and TypeError for
+    logits that are not a float tensor.
     """
     _, top_k, top_p, *_ = check_sampling_args(top_k=top_k, top_p=top_p)
+    check_logits(logits)
     if top_k is not None and top_k < logits.size(-1):
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -155,10 +165,43 @@ def sample_next(
     Taught in notebooks/08_gpt2.ipynb. temperature 0 is greedy argmax (top_k and top_p then
     change nothing); otherwise the logits are divided by temperature, filtered by
     `filter_logits` and one token is drawn from the softmax with `generator` (torch's global
-    random state when None). Raises as `check_sampling_args` does for a bad setting.
+    random state when None). Raises as `check_sampling_args` does for a bad setting, TypeError
+    for logits that are not a float (B, V) or (V,) tensor or a generator that is not a
+    torch.Generator, and ValueError for logits that hold NaN (a model whose weights are not
+    finite): argmax would silently pick token 0.
     """
     temperature, top_k, top_p, *_ = check_sampling_args(temperature, top_k, top_p)
+    check_logits(logits, generator)
+    if bool(torch.isnan(logits).any()):
+        raise ValueError(NAN_LOGITS)
     return _sample(logits, temperature, top_k, top_p, generator)
+
+
+NAN_LOGITS = (
+    "the logits hold NaN, so no token can be chosen: the model's weights (or its inputs) are "
+    "not finite, e.g. after a diverged training run or a float16 overflow"
+)
+
+
+def check_logits(logits: object, generator: object = None) -> None:
+    """Raise TypeError unless logits is a float (B, V) or (V,) tensor and generator a
+    torch.Generator or None (what `sample_next` and `filter_logits` take)."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        what = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(
+            f"logits must be a float tensor (B, vocab_size), got {what}; make one with "
+            "torch.tensor([[2.0, 1.0, ...]]) or logits.float()"
+        )
+    if logits.dim() not in (1, 2):
+        raise TypeError(
+            f"logits must be (B, vocab_size), one row per sequence, got shape "
+            f"{tuple(logits.shape)}; for a model's output take its last position: logits[:, -1]"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
+            "make one with torch.Generator().manual_seed(seed)"
+        )
 
 
 def _sample(
@@ -173,4 +216,11 @@ def _sample(
         return logits.argmax(dim=-1, keepdim=True)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    try:
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+    except RuntimeError as err:  # torch's "probability tensor contains either inf, nan ..."
+        if "probability tensor" not in str(err):
+            raise
+        raise ValueError(
+            NAN_LOGITS.replace("hold NaN", "hold NaN or +inf (or a row is all -inf)")
+        ) from None

@@ -259,8 +259,16 @@ def speculative_generate(
     block_size, goes on without its cache. Returns the extended sequence (1, T +
     max_new_tokens) and a `SpeculativeStats`. Raises ValueError or TypeError for a batch, a
     bad sampling setting (`check_sampling_args`), k < 1, different vocabularies, or both seed
-    and generator.
+    and generator; TypeError for a target or draft that is no GPT and an idx that is no tensor.
     """
+    for name, model in (("target", target), ("draft", draft)):
+        if not isinstance(model, GPT):
+            raise TypeError(f"{name} must be a gptlib GPT, got {type(model).__name__}")
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(
+            f"idx must be a (1, T) tensor of token ids, got {type(idx).__name__}; wrap one "
+            "prompt as torch.tensor([ids])"
+        )
     config = target.config
     args = check_sampling_args(
         temperature, top_k, top_p, max_new_tokens=max_new_tokens, seed=seed,

@@ -29,6 +29,7 @@ import torch
 
 from .layers import MixtureOfExperts
 from .model import GPT
+from .sampling import check_integer, check_real
 
 __all__ = ["PEAK_FLOPS", "Throughput", "flops_per_token", "matmul_params", "peak_flops"]
 
@@ -44,7 +45,12 @@ PEAK_FLOPS: dict[str, float] = {
 
 
 def matmul_params(model: GPT) -> int:
-    """N of the 6N count: the weights one token is multiplied by (see the module docstring)."""
+    """N of the 6N count: the weights one token is multiplied by (see the module docstring).
+
+    Raises TypeError for anything but a gptlib GPT (a config: pass the model).
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a gptlib GPT (not its config), got {type(model).__name__}")
     n = model.num_params(non_embedding=True)
     if model.config.tie_embeddings:
         n += model.lm_head.weight.numel()  # the head is a matrix product, whatever it shares
@@ -56,9 +62,14 @@ def matmul_params(model: GPT) -> int:
 
 
 def flops_per_token(model: GPT, seq_len: int) -> float:
-    """Training FLOPs per token, 6N + 12·L·T·d (Chowdhery et al. 2022, Appendix B)."""
+    """Training FLOPs per token, 6N + 12·L·T·d (Chowdhery et al. 2022, Appendix B).
+
+    seq_len T is a positive integer; TypeError or ValueError name anything else.
+    """
+    seq_len = check_integer("seq_len", seq_len, 1, "a positive integer (tokens per sequence)")
+    n = matmul_params(model)
     config = model.config
-    return 6 * matmul_params(model) + 12 * config.n_layer * seq_len * config.n_embd
+    return 6 * n + 12 * config.n_layer * seq_len * config.n_embd
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -76,17 +87,31 @@ class Throughput:
     def __init__(
         self, model: GPT, seq_len: int, tokens_per_step: int, device: torch.device, world_size=1
     ) -> None:
-        self.tokens_per_step = tokens_per_step
+        self.tokens_per_step = check_integer(
+            "tokens_per_step", tokens_per_step, 1, "an integer >= 1"
+        )
         self.flops_per_token = flops_per_token(model, seq_len)
-        peak = peak_flops(device)
+        world_size = check_integer("world_size", world_size, 1, "an integer >= 1")
+        peak = peak_flops(torch.device(device))
         self.peak = peak * world_size if peak is not None else None
         self._tokens, self._seconds = 0, 0.0
 
     def step(self, seconds: float, tokens: int | None = None) -> None:
         """Count one optimizer step that took `seconds` (wall clock, GPU work finished) and
         processed `tokens` tokens (None: `tokens_per_step`; a batch source of short examples
-        may send fewer columns than the block, see `gptlib.data.BatchSource`)."""
-        self._tokens += self.tokens_per_step if tokens is None else tokens
+        may send fewer columns than the block, see `gptlib.data.BatchSource`).
+
+        Raises ValueError for a time that is negative, NaN or inf (it would skew every rate)
+        and for a token count that is not an integer >= 0.
+        """
+        seconds = check_real("seconds", seconds, "a finite number of seconds >= 0")
+        if seconds < 0:
+            raise ValueError(f"seconds must be a finite number of seconds >= 0, got {seconds}")
+        if tokens is None:
+            tokens = self.tokens_per_step
+        else:
+            tokens = check_integer("tokens", tokens, 0, "an integer >= 0")
+        self._tokens += tokens
         self._seconds += seconds
 
     def report(self) -> str:

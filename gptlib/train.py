@@ -37,7 +37,7 @@ import torch
 from . import checkpoint as ckpt
 from . import train_state
 from .checkpoint import load_checkpoint
-from .data import BatchSource, as_batch_source, repeat_passages
+from .data import BatchSource, as_batch_source, check_batch, repeat_passages
 from .distributed import Distributed, resolve_device
 from .model import GPT
 from .run_tokenizer import tokenizer_vocab_size
@@ -99,7 +99,8 @@ def _mean_loss(model: GPT, source: BatchSource, n_batches: int, seed: int, batch
     model.eval()
     losses = torch.zeros(n_batches, device=device)
     for i in range(n_batches):
-        x, y = source.get_batch(batch, block_size, generator, "cpu")
+        x, y = check_batch(source.get_batch(batch, block_size, generator, "cpu"), batch,
+                           block_size, source)  # fmt: skip
         for xb, yb, weight in dist.micro_batches(x, y, micro):
             if weight:
                 with _autocast(device, dtype):
@@ -184,10 +185,14 @@ def train(
     and gives the same losses as one process with the same global batch. The batches come
     from a torch.Generator seeded with config.seed, and torch's global seed is set from it too
     (dropout), so a run is reproducible. Raises DivergedError when the loss stops being finite,
-    RuntimeError when another run holds out_dir, PermissionError when out_dir is read-only.
+    RuntimeError when another run holds out_dir, PermissionError when out_dir is read-only, and,
+    before the first step, TypeError or ValueError for a model that is not a float32 `GPT` with
+    trainable weights (autocast: config.dtype), a model `GPT.save` would refuse, a batch source
+    that returns the wrong thing, or, on resume, data other than the checkpoint's.
     extra_files maps file names to JSON data saved with every checkpoint (the command line
     writes command.json this way).
     """
+    _check_model_and_config(model, config, out_dir)
     config = config or TrainConfig()
     block_size = config.block_size or model.config.block_size
     if block_size > model.config.block_size and model.config.position == "learned":
@@ -204,6 +209,8 @@ def train(
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     dist = Distributed.start(device)
     run = _Run(model, config, block_size, dist, tokenizer, out_dir, extra_files)
+    run.data = {"train": train_state.data_fingerprint(sources[0]),
+                "val": train_state.data_fingerprint(sources[1])}  # fmt: skip
     try:
         if resume and run.out is None:
             raise ValueError("resume=True needs the out_dir of the run to continue")
@@ -218,6 +225,32 @@ def train(
         for held in run.lock:
             held.release()
         dist.close()
+
+
+def _check_model_and_config(model: Any, config: Any, out_dir: Any) -> None:
+    """Refuse, before any step, what would fail later or train wrongly (see `train`)."""
+    if not isinstance(model, GPT):
+        raise TypeError(f"train takes a gptlib GPT model, got {type(model).__name__}")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(
+            f"config must be a TrainConfig, got {type(config).__name__}; for a dict of settings "
+            "use TrainConfig(**settings)"
+        )
+    parameters = list(model.parameters())
+    if not any(p.requires_grad for p in parameters):
+        raise ValueError("no weight of the model requires a gradient, so there is nothing to train")
+    reduced = sorted(
+        {str(p.dtype) for p in parameters if p.dtype in (torch.float16, torch.bfloat16)}
+    )
+    if reduced:
+        raise ValueError(
+            f"the model's weights are {', '.join(reduced)}: AdamW's small updates are lost on "
+            "16-bit weights (float16 underflows and diverges). Keep float32 weights "
+            "(model.float()) and compute in reduced precision with TrainConfig(dtype='bfloat16' "
+            "or 'float16'), which autocasts"
+        )
+    if out_dir is not None:
+        model._check_saveable()  # now, not at the first checkpoint after a whole interval
 
 
 class _Run:
@@ -235,6 +268,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history, self.step, self.last_saved = History(), 0, None
+        self.data: dict[str, Any] = {}  # fingerprints of the training and validation tokens
         self.global_batch = config.batch_size * config.grad_accum_steps * dist.world_size
         self.environment = train_state.environment(device, config.to_dict(), dist.world_size)
 
@@ -245,7 +279,7 @@ class _Run:
         if resume:
             out = self.out
             train_state.check_resumable(out, model.config, config.to_dict(), self.tokenizer,
-                                        dist.world_size, manifest)  # fmt: skip
+                                        dist.world_size, manifest, self.data)  # fmt: skip
             model.load_state_dict(GPT.load(out, map_location=self.device).state_dict())
             self.step, known = train_state.load_train_state(
                 out, self.optimizer, self.generator, dist.rank, self.scaler
@@ -281,7 +315,8 @@ class _Run:
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = source.get_batch(self.global_batch, self.block_size, self.generator, "cpu")
+        batch = source.get_batch(self.global_batch, self.block_size, self.generator, "cpu")
+        x, y = check_batch(batch, self.global_batch, self.block_size, source)
         x, y = repeat_passages(x, y, config.repeat_fraction, self.generator)
         self.step_tokens = x.numel()  # the global batch's tokens; a source may send < block_size
         total = torch.zeros(2, device=device)  # this process's share of the loss; stop flag
@@ -355,7 +390,7 @@ class _Run:
                 "environment": self.environment,
                 "not_exact": train_state.not_exact(self.device, config.to_dict(),
                                                    dist.world_size, self.model.config.dropout),
-                "tokenizer_vocab_size": vocab,
+                "tokenizer_vocab_size": vocab, "data": self.data,
             })  # fmt: skip
 
         dist.from_main(commit)

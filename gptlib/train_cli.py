@@ -62,8 +62,8 @@ def _model_flag(parser: argparse._ArgumentGroup, name: str, hint: Any) -> None:
         raise TypeError(f"GPTConfig.{name} has type {hint!r}, which the command line cannot set")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser(parser_class: type = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = parser_class(
         prog="python -m gptlib.train",
         description="Train a GPT on a built-in corpus, your own text, or a prepared token file, "
         "with periodic evaluation, checkpoints that survive kills, and --resume. Run it under "
@@ -154,14 +154,37 @@ def _settings(argv: list[str]) -> tuple[argparse.Namespace, dict, argparse.Names
     now = [arg for arg in argv if arg != "--resume"]
     if not (args.resume and command.is_file()):
         return args, explicit, None, now
-    recorded = ckpt.read_json(command)
-    old_argv = recorded.get("argv") or shlex.split(recorded["command"])[3:]
-    before = parser.parse_args(old_argv)
-    args = parser.parse_args(old_argv)
+    old_argv = _recorded_argv(command)
+    before = _parse_recorded(old_argv, command)
+    args = _parse_recorded(old_argv, command)
     for dest, value in explicit.items():
         setattr(args, dest, value)
     args.resume = True
     return args, {**_explicit(parser, old_argv), **explicit}, before, [*old_argv, *now]
+
+
+def _recorded_argv(command: Path) -> list[str]:
+    """The arguments command.json recorded, or a ValueError naming the file."""
+    recorded = ckpt.read_json(command)
+    argv = recorded.get("argv")
+    if argv is None and isinstance(recorded.get("command"), str):
+        argv = shlex.split(recorded["command"])[3:]  # after "python -m gptlib.train"
+    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+        raise ValueError(
+            f'{command} records no command line ("argv", a list of strings); restore the file, '
+            "or start a new run from the checkpoint's weights with --init-from"
+        )
+    return argv
+
+
+def _parse_recorded(argv: list[str], command: Path) -> argparse.Namespace:
+    """argv parsed as the command line; a ValueError naming command.json if it does not parse."""
+
+    class Recorded(argparse.ArgumentParser):
+        def error(self, message: str):  # noqa: ANN201 (argparse's signature)
+            raise ValueError(f"the command line recorded in {command} does not parse: {message}")
+
+    return _parser(Recorded).parse_args(argv)
 
 
 def _tokenizer_and_data(
@@ -194,8 +217,13 @@ def _tokenizer_and_data(
             f"trained with {saved!r}, which this run keeps; drop the flag"
         )
     if args.tokens:
-        if args.max_chars is not None:
-            raise ValueError("--max-chars applies to --corpus and --text, not to --tokens")
+        given = [f"--{k.replace('_', '-')}" for k in ("max_chars", "val_fraction", "tokenizer",
+                 "vocab_size") if k in explicit]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} applies to --corpus and --text, not to --tokens: the token "
+                "folder's tokenizer and validation split were fixed by python -m gptlib.prepare"
+            )
         tokens = open_tokens(args.tokens)
         tokenizer = saved or tokens.tokenizer()
         if tokenizer.vocab_size != tokens.vocab_size:
@@ -262,7 +290,9 @@ def run(argv: Sequence[str] | None = None) -> History:
     main_process = int(os.environ.get("RANK", "0")) == 0
     try:
         args, explicit, before, command = _settings(argv)
-        if args.threads:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be a positive integer, got {args.threads}")
             torch.set_num_threads(args.threads)
         tokenizer, train_ids, val_ids, line = _tokenizer_and_data(args, explicit, before)
         model_config = _model_config(args, explicit, tokenizer.vocab_size)

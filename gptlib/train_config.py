@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .config import _flag, _integer, _real
+
 __all__ = ["DTYPES", "DivergedError", "History", "TrainConfig"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -47,50 +49,78 @@ class TrainConfig:
     track: tuple[str, ...] = ()  # names in TRACKERS, measured at each evaluation
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        self.track = tuple(dict.fromkeys(self.track))  # each tracker once
+        # The fields the defaults below are computed from are checked first.
+        self.lr = _real("lr", self.lr, "> 0 (such as 1e-3)", lambda x: x > 0)
+        self.max_steps = _integer("max_steps", self.max_steps)
+        self.eval_interval = _integer("eval_interval", self.eval_interval)
+        if isinstance(self.betas, (list, tuple)):
+            self.betas = tuple(self.betas)
+        if isinstance(self.track, str):  # one tracker named on its own, not its characters
+            self.track = (self.track,)
+        if isinstance(self.track, (list, tuple)):
+            self.track = tuple(dict.fromkeys(self.track))  # each tracker once
         if self.min_lr is None:
             self.min_lr = self.lr / 10
-        if self.warmup_steps is None and isinstance(self.max_steps, int):
+        if self.warmup_steps is None:
             self.warmup_steps = min(100, self.max_steps // 10)
         if self.checkpoint_interval is None:
             self.checkpoint_interval = self.eval_interval
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
+        """Check every field's type and range, and the fields against each other.
+
+        Integers and numbers are normalised to int and float (NumPy's are accepted). Raises
+        TypeError for a value of the wrong type (a string for a number, a number for the
+        bool `compile`) and ValueError for one out of range, each naming the field, the value
+        and what is allowed.
+        """
         for name in (
-            "max_steps",
-            "batch_size",
-            "eval_interval",
-            "eval_batches",
-            "grad_accum_steps",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.checkpoint_interval < 1:
-            raise ValueError(
-                f"checkpoint_interval must be positive, got {self.checkpoint_interval}"
-            )
-        if self.block_size is not None and self.block_size < 1:
-            raise ValueError(f"block_size must be positive or None, got {self.block_size}")
+            "max_steps", "batch_size", "eval_interval", "eval_batches", "grad_accum_steps",
+            "checkpoint_interval",
+        ):  # fmt: skip
+            setattr(self, name, _integer(name, getattr(self, name)))
+        self.block_size = _integer("block_size", self.block_size, optional=True)
+        self.warmup_steps = _integer("warmup_steps", self.warmup_steps, minimum=0)
+        self.seed = _integer("seed", self.seed, minimum=0)
+        if self.seed >= 2**63:
+            raise ValueError(f"seed={self.seed} is out of range; seed must be below 2**63")
         if not 0 <= self.warmup_steps <= self.max_steps:
             raise ValueError(
                 f"warmup_steps={self.warmup_steps} must be between 0 and max_steps={self.max_steps}"
             )
+        self.lr = _real("lr", self.lr, "> 0 (such as 1e-3)", lambda x: x > 0)
+        self.min_lr = _real("min_lr", self.min_lr, ">= 0", lambda x: x >= 0)
         if not 0 < self.lr or not 0 <= self.min_lr <= self.lr:
             raise ValueError(
                 f"need 0 <= min_lr <= lr and lr > 0; got lr={self.lr}, min_lr={self.min_lr}"
             )
-        if not 0.0 <= self.repeat_fraction <= 1.0:
-            raise ValueError(f"repeat_fraction must be in [0, 1], got {self.repeat_fraction}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        self.weight_decay = _real("weight_decay", self.weight_decay, ">= 0", lambda x: x >= 0)
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise ValueError(
+                f"betas={self.betas!r} must be two numbers in [0, 1), AdamW's (beta1, beta2), "
+                "such as (0.9, 0.95)"
+            )
+        self.betas = tuple(_real("betas", b, "in [0, 1)", lambda x: 0 <= x < 1) for b in self.betas)
+        if self.grad_clip is not None:
+            self.grad_clip = _real(
+                "grad_clip", self.grad_clip, "> 0 or None (no clipping)", lambda x: x > 0
+            )
+        self.repeat_fraction = _real(
+            "repeat_fraction", self.repeat_fraction, "in [0, 1]", lambda x: 0 <= x <= 1
+        )
+        if not isinstance(self.device, str):
+            raise TypeError(
+                f"device={self.device!r} must be a string such as 'cpu', 'cuda', 'cuda:1', "
+                "'mps' or 'auto'"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is unknown; choose one of {list(DTYPES)}")
+        self.compile = _flag("compile", self.compile)
         from .train import TRACKERS
 
+        if not isinstance(self.track, tuple):
+            raise TypeError(f"track={self.track!r} must be a list of tracker names")
         unknown = [name for name in self.track if name not in TRACKERS]
         if unknown:
             raise ValueError(f"unknown tracker(s) {unknown}; registered: {list(TRACKERS)}")
@@ -104,6 +134,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of to_dict; unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a TrainConfig is read from a dict of fields, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
@@ -130,7 +162,12 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
-        """Inverse of to_dict."""
+        """Inverse of to_dict; a ValueError names a key that is not a History field."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a History is read from a dict of fields, got {type(d).__name__}")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown History fields {sorted(unknown)}")
         return cls(**d)
 
     def truncate(self, step: int) -> None:

@@ -13,12 +13,14 @@ warning. `not_exact` says, for a run's settings, what cannot be bit-for-bit repr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .checkpoint import (
@@ -34,6 +36,7 @@ from .model import CONFIG_FILE, WEIGHTS_FILE
 
 __all__ = [
     "check_resumable",
+    "data_fingerprint",
     "environment",
     "environment_changes",
     "load_train_state",
@@ -147,6 +150,29 @@ def global_batch_size(train_config: dict[str, Any], world_size: int) -> int:
     return train_config["batch_size"] * train_config.get("grad_accum_steps", 1) * world_size
 
 
+def data_fingerprint(source: Any) -> dict[str, Any] | None:
+    """{"tokens": n, "sha256": ...} of a token stream, to tell on resume whether it changed.
+
+    For a `gptlib.data.TokenWindows` (a tensor or memory-mapped token file); None for any other
+    batch source. Streams up to 2**22 tokens are hashed whole; longer ones (a memory-mapped
+    corpus of gigabytes) through 1024 evenly spaced windows of 4096 tokens and their length, so
+    opening a run stays fast.
+    """
+    tokens = getattr(source, "tokens", None)
+    if tokens is None:
+        return None
+    n = len(tokens)
+    digest = hashlib.sha256(str(n).encode())
+    window, pieces = 4096, 1024
+    starts = [0] if n <= 2**22 else [i * (n - window) // (pieces - 1) for i in range(pieces)]
+    for start in starts:
+        piece = tokens[start : n if len(starts) == 1 else start + window]
+        if isinstance(piece, torch.Tensor):
+            piece = piece.cpu().numpy()
+        digest.update(np.ascontiguousarray(piece, dtype=np.int64).tobytes())
+    return {"tokens": n, "sha256": digest.hexdigest()}
+
+
 def check_resumable(
     out: Path,
     model_config: GPTConfig,
@@ -154,11 +180,14 @@ def check_resumable(
     tokenizer: Any,
     world_size: int,
     manifest: dict[str, Any] | None,
+    data: dict[str, Any] | None = None,
 ) -> None:
-    """Refuse to resume a checkpoint made by another model, other run settings or tokenizer.
+    """Refuse to resume a checkpoint made by another model, other run settings, tokenizer or data.
 
     The batch per process and gradient accumulation may change when the global batch stays
     the same (resuming on another number of processes), and so may CHANGEABLE_ON_RESUME.
+    data maps "train" and "val" to `data_fingerprint`s, compared with the manifest's (a
+    checkpoint written before fingerprints were recorded is not compared).
     """
     saved = GPTConfig.from_dict(read_json(out / CONFIG_FILE))
     rows = model_config.diff(saved)
@@ -188,6 +217,19 @@ def check_resumable(
             f"{out} was trained with other settings ({'; '.join(changes)}); only "
             f"{', '.join(CHANGEABLE_ON_RESUME)} and the split of the global batch may change "
             "when resuming"
+        )
+    saved_data = (manifest or {}).get("data") or {}
+    differ = [
+        f"{part}: checkpoint {saved_data[part]['tokens']:,} tokens, now {now['tokens']:,}"
+        + ("" if saved_data[part]["tokens"] != now["tokens"] else " (other ids)")
+        for part, now in (data or {}).items()
+        if now and saved_data.get(part) and saved_data[part] != now
+    ]
+    if differ:
+        raise ValueError(
+            f"{out} was trained on other data ({'; '.join(differ)}): resuming would not continue "
+            "that run. Resume with the same data (the same --corpus/--text/--tokens, "
+            "--max-chars and --val-fraction), or start a new run from its weights (--init-from)"
         )
     path = out / TOKENIZER_FILE
     if tokenizer is not None and path.is_file():

@@ -30,6 +30,7 @@ from .attention_views import (
     stack_sequence,
 )
 from .positional import alibi_bias, alibi_slopes
+from .sampling import check_integer
 
 __all__ = [
     "LAYOUTS",
@@ -200,7 +201,13 @@ def layout_matrix(
     "sliding": which keys reach a query through `stacked_layers` local layers (the reason a
     Mistral-style sliding window sees further than its window). "alibi": head 0's additive bias
     from gptlib.positional.alibi_bias, with masked positions as NaN (blank in a picture).
+    Raises ValueError for an unknown layout, TypeError or ValueError for a size that is not a
+    positive integer (a window of 0 drew an empty picture, a stride of 0 divided by zero).
     """
+    for name, value in (("seq_len", seq_len), ("window_size", window_size),
+                        ("sparse_stride", sparse_stride), ("stacked_layers", stacked_layers),
+                        ("n_head", n_head)):  # fmt: skip
+        check_integer(name, value, 1, "a positive integer")
     positions = torch.arange(seq_len)
     if layout in ("dense", "local", "strided"):
         return attention_mask(layout, positions, positions, window_size, sparse_stride).float()
@@ -226,6 +233,7 @@ def attention_layouts_figure(
     n_head: int = 8,
 ) -> Figure:
     """One panel per attention layout: which keys (columns) each query (row) may use."""
+    layouts = (layouts,) if isinstance(layouts, str) else tuple(layouts)  # one named alone
     if not layouts:
         raise ValueError(f"pass at least one layout from {LAYOUTS}")
     fig, axes = plt.subplots(1, len(layouts), figsize=(3.0 * len(layouts), 3.4), squeeze=False)

@@ -188,3 +188,61 @@ def test_kv_cache_bytes_counts_what_the_cache_holds() -> None:
         GPT(config).eval()(torch.randint(50, (1, 10)), kv_cache=cache)
     held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.k, layer.v))
     assert kv_cache_bytes(config, n_tokens=10, bytes_per_value=4) == held
+    assert kv_cache_bytes(config, 10, bytes_per_value=0.5) == held // 8  # 4-bit numbers
+
+
+_SMALL = GPTConfig(vocab_size=20, block_size=32, n_layer=2, n_head=2, n_embd=16)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((_SMALL, -1), ValueError, "n_tokens"),
+        ((_SMALL, 2.5), TypeError, "n_tokens"),
+        ((_SMALL, 4, 0), ValueError, "bytes_per_value"),
+        ((_SMALL, 4, float("nan")), ValueError, "bytes_per_value"),
+        ((_SMALL, 4, "2"), TypeError, "bytes_per_value"),
+        (({"n_layer": 2}, 4), TypeError, "GPTConfig"),
+    ],
+    ids=["negative tokens", "fractional tokens", "zero bytes", "NaN bytes", "text bytes", "dict"],
+)
+def test_kv_cache_bytes_names_a_bad_argument(args, error, message) -> None:
+    with pytest.raises(error, match=message):
+        kv_cache_bytes(*args)
+
+
+def test_kv_cache_bytes_asks_for_the_config_of_a_model() -> None:
+    with pytest.raises(TypeError, match="pass model.config"):
+        kv_cache_bytes(GPT(_SMALL), 4)
+
+
+def test_a_cache_filled_by_one_model_is_refused_by_another_of_the_same_shape() -> None:
+    torch.manual_seed(0)
+    first, second = GPT(_SMALL).eval(), GPT(_SMALL).eval()
+    idx = torch.randint(20, (2, 6))
+    cache = KVCache(_SMALL.n_layer)
+    with torch.no_grad():
+        first(idx, kv_cache=cache)
+        with pytest.raises(ValueError, match="filled by another model"):
+            second(idx[:, :1], kv_cache=cache)
+        first(idx[:, :1], kv_cache=cache)  # its own model goes on
+    assert cache.length == 7
+
+
+# Before: a window of 0 masked every key (every attention row NaN), 2.5 was used as it was,
+# and a missing window or a stride of 0 failed inside torch.
+@pytest.mark.parametrize(
+    ("layout", "sizes", "error", "name"),
+    [
+        ("local", {}, TypeError, "window_size"),
+        ("local", {"window_size": 0}, ValueError, "window_size"),
+        ("local", {"window_size": 2.5}, TypeError, "window_size"),
+        ("strided", {"sparse_stride": 0}, ValueError, "sparse_stride"),
+        ("strided", {}, TypeError, "sparse_stride"),
+    ],
+    ids=["no window", "window 0", "fractional window", "stride 0", "no stride"],
+)
+def test_a_mask_names_the_size_its_layout_needs(layout, sizes, error, name) -> None:
+    pos = torch.arange(4)
+    with pytest.raises(error, match=f"{name} must be a positive integer"):
+        attention_mask(layout, pos, pos, **sizes)

@@ -239,3 +239,48 @@ def test_the_script_and_style_ship_with_the_package() -> None:
     for path in assets:
         relative = path.relative_to(ROOT / "gptlib").as_posix()
         assert any(fnmatch(relative, pattern) for pattern in patterns), f"{relative} not shipped"
+
+
+def _nan_attentions():
+    attentions, tokens = _attentions(T=6)
+    broken = [a.clone() for a in attentions]
+    broken[0][0, 0, 3, 1] = float("nan")
+    return broken, tokens
+
+
+# (what a new user passes, error type, what the message must say); every one was drawn or
+# raised a torch/NumPy error before.
+BAD_VIEW_CALLS = {
+    "one string as tokens": (lambda a, t: head_view(a, "".join(t)), TypeError, "list of strings"),
+    "a tensor of ids as tokens": (
+        lambda a, t: head_view(a, torch.arange(len(t))), TypeError, "token_strings",
+    ),
+    "ints as tokens": (lambda a, t: model_view(a, list(range(len(t)))), TypeError, "strings"),
+    "a float batch_index": (lambda a, t: head_view(a, t, batch_index=0.5), TypeError, "batch_index"),
+    "a bool batch_index": (lambda a, t: head_view(a, t, batch_index=True), TypeError, "batch_index"),
+    "a float layer": (lambda a, t: pattern_view(a, t, layers=[0.7]), TypeError, "layer"),
+    "a layer out of range": (lambda a, t: head_view(a, t, layers=[5]), ValueError, "layer"),
+    "no layers": (lambda a, t: head_view(a, t, layers=[]), ValueError, "non-empty"),
+    "a float max_tokens": (lambda a, t: head_view(a, t, max_tokens=2.5), TypeError, "max_tokens"),
+    "a text max_bytes": (lambda a, t: head_view(a, t, max_bytes="1e6"), TypeError, "max_bytes"),
+    "NaN weights": (lambda a, t: head_view(*_nan_attentions()), ValueError, "NaN or inf"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_VIEW_CALLS, ids=str)
+def test_every_bad_view_argument_is_named(case: str) -> None:
+    call, error, message = BAD_VIEW_CALLS[case]
+    attentions, tokens = _attentions(T=6)
+    with pytest.raises(error, match=message):
+        call(attentions, tokens)
+
+
+def test_one_call_names_a_missing_tokenizer_and_takes_one_view_by_name() -> None:
+    model, tokenizer = tiny_model(), CharTokenizer.from_text(TEXT)
+    with pytest.raises(TypeError, match="tokenizer must have encode"):
+        attention_view(model, TEXT, None)
+    assert payload(attention_view(model, "the cat", tokenizer, views="head").html)["parts"] == [
+        "head"
+    ]
+    with pytest.raises(ValueError, match="views must name some of"):
+        attention_view(model, TEXT, tokenizer, views="heads")

@@ -312,3 +312,22 @@ def test_instruct_checkpoint_is_small_and_matches_the_readme() -> None:
         ):
             assert GPT.load(folder / name).config == base
         assert SequenceClassifier.load(folder / "reward_model").head.out_features == 1
+
+
+def test_a_damaged_manifest_or_checkpoint_file_is_named_not_a_key_error(tmp_path):
+    out = tmp_path / "run"
+    train_main(["--out", str(out), "--max-steps", "2", *CLI_TINY])
+    manifest = json.loads((out / ckpt.MANIFEST_FILE).read_text())
+    del manifest["files"]
+    (out / ckpt.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"checkpoint\.json is not a gptlib checkpoint manifest"):
+        load_checkpoint(out)
+    (out / ckpt.MANIFEST_FILE).unlink()  # a checkpoint from before manifests
+    (out / ckpt.TRAIN_CONFIG_FILE).write_text("[]")
+    with pytest.raises(ValueError, match=r"train_config\.json holds a JSON list, not the object"):
+        ckpt.read_json(out / ckpt.TRAIN_CONFIG_FILE)
+    # a committed staging folder whose manifest was damaged: named, with what to do
+    (out / ckpt.STAGING_DIR).mkdir()
+    (out / ckpt.STAGING_DIR / ckpt.MANIFEST_FILE).write_text('{"step": 3}')
+    with pytest.raises(ValueError, match=r"damaged: delete .*\.staging to keep the previous"):
+        ckpt.recover(out)

@@ -170,6 +170,18 @@ def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
     json.dumps(config.to_dict())  # saveable
 
 
+def test_numpy_bools_are_bools_and_bad_preset_sizes_are_named():
+    assert GPTConfig(tie_embeddings=np.bool_(False)).tie_embeddings is False
+    # a size of the wrong type reaches validation, which names it (no formatting TypeError)
+    with pytest.raises(TypeError, match=r"n_head='4' is a str, but n_head must be a positive"):
+        GPTConfig.from_preset("mixtral", n_head="4")
+    with pytest.raises(TypeError, match=r"n_embd=64\.0 is a float"):
+        GPTConfig.from_preset("llama", n_embd=64.0)
+    assert GPTConfig.from_preset("mixtral", n_head=np.int64(8), n_embd=64).n_kv_head == 2
+    with pytest.raises(TypeError, match=r"diff compares two GPTConfigs, got dict"):
+        GPTConfig().diff(GPTConfig().to_dict())
+
+
 def test_validate_checks_a_field_changed_after_creation():
     config = GPTConfig()
     config.norm_eps = 0.0

@@ -6,10 +6,11 @@ import re
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from gptlib.data import CORPORA, get_batch, load_corpus, make_stories, split
+from gptlib.data import CORPORA, check_batch, get_batch, load_corpus, make_stories, split
 
 
 @pytest.mark.parametrize("name", list(CORPORA))
@@ -72,10 +73,43 @@ def test_max_chars_keeps_a_prefix() -> None:
     assert len(load_corpus("python-docs", max_chars=1)) == 1
 
 
-@pytest.mark.parametrize("bad", [0, -5, 2.5, "100"])
-def test_bad_max_chars_is_a_clear_error(bad: object) -> None:
-    with pytest.raises(ValueError, match="max_chars must be a positive integer"):
+@pytest.mark.parametrize(("bad", "error"), [(0, ValueError), (-5, ValueError), (2.5, TypeError), ("100", TypeError)])  # fmt: skip
+def test_bad_max_chars_is_a_clear_error(bad: object, error: type) -> None:
+    with pytest.raises(error, match="max_chars must be a positive integer"):
         load_corpus("stories", max_chars=bad)  # type: ignore[arg-type]
+
+
+def test_numpy_integers_count_and_float_token_ids_are_refused() -> None:
+    assert load_corpus("stories", max_chars=np.int64(10)) == load_corpus("stories")[:10]
+    assert make_stories(np.int64(2)) == make_stories(2)
+    x, _ = get_batch(torch.arange(50), np.int64(2), np.int32(4))
+    assert x.shape == (2, 4)
+    with pytest.raises(ValueError, match="data holds torch.float32 values, but token ids"):
+        get_batch(torch.rand(100), 2, 4)  # was silently cut to the ids 0
+    with pytest.raises(TypeError, match=r"batch_size must be a positive integer, got 2\.0"):
+        get_batch(torch.arange(50), 2.0, 4)
+    with pytest.raises(TypeError, match="block_size must be a positive integer, got '4'"):
+        get_batch(torch.arange(50), 2, "4")
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        get_batch(torch.arange(50), 2, 4, generator=1)
+    with pytest.raises(TypeError, match="val_fraction must be a number between 0 and 1"):
+        split("abcdefghij", "0.1")
+    with pytest.raises(TypeError, match="split takes a text, a list or a tensor"):
+        split(5)
+
+
+def test_check_batch_names_a_source_that_returns_the_wrong_thing() -> None:
+    class Source:
+        pass
+
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    assert check_batch((ids, ids), 2, 4) == (ids, ids)
+    with pytest.raises(TypeError, match=r"Source.get_batch must return \(x, y\), two integer"):
+        check_batch(([[1]], [[1]]), 2, 4, Source())
+    with pytest.raises(ValueError, match=r"returned x of shape \(1, 4\) .* expected \(2, 4\)"):
+        check_batch((ids[:1], ids[:1]), 2, 4, Source())
+    with pytest.raises(TypeError, match="returned y of dtype torch.float32"):
+        check_batch((ids, ids.float()), 2, 4, Source())
 
 
 def test_unknown_corpus_names_the_known_ones() -> None:
@@ -150,7 +184,7 @@ def test_get_batch_wants_a_1d_tensor(data: object) -> None:
 
 
 def test_get_batch_rejects_non_positive_sizes() -> None:
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="must be a positive integer"):
         get_batch(torch.arange(20), batch_size=0, block_size=4)
 
 

@@ -1,11 +1,12 @@
 """GPT-1 fine-tuning pieces: task inputs, padded batches, the classifier head and its loss."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gptlib import GPT, GPTConfig
-from gptlib.finetune import SequenceClassifier, add_tokens, collate, gpt1_input
+from gptlib.finetune import ClassifierBatch, SequenceClassifier, add_tokens, collate, gpt1_input
 
 START, DELIM, EXTRACT = 20, 21, 22
 
@@ -210,3 +211,51 @@ def test_add_tokens_appends_new_ids_and_keeps_what_the_old_ones_give(tie_embeddi
     assert bigger.tok_emb.weight.grad[20:].abs().sum() > 0
     with pytest.raises(ValueError, match="n_new"):
         add_tokens(model, 0)
+
+
+# (call, error, what the message names): before, float ids and labels were truncated, negative
+# ids and pad_id accepted, text split into characters or failed in torch, a tensor batch gave
+# an AttributeError and an extract position outside the input an IndexError.
+BAD_FINETUNE_CALLS = {
+    "float id": (lambda g: gpt1_input([1.5, 2], start_id=START, extract_id=EXTRACT), TypeError, "segment 0"),
+    "text segment": (lambda g: gpt1_input("abc", start_id=START, extract_id=EXTRACT), TypeError, "encode text"),
+    "float start_id": (lambda g: gpt1_input([1], start_id=17.0, extract_id=EXTRACT), TypeError, "start_id"),
+    "no start_id": (lambda g: gpt1_input([1], start_id=None, extract_id=EXTRACT), TypeError, "start_id"),
+    "negative id": (lambda g: gpt1_input([-1, 2], start_id=START, extract_id=EXTRACT), ValueError, "segment 0"),
+    "float delim_id": (
+        lambda g: gpt1_input([1], [2], start_id=START, extract_id=EXTRACT, delim_id=18.5), TypeError, "delim_id",
+    ),
+    "float ids in collate": (lambda g: collate([[1.5, 2.7]]), TypeError, r"sequences\[0\]"),
+    "negative ids in collate": (lambda g: collate([[1, 2], [-3, 2]]), ValueError, r"sequences\[1\]"),
+    "text inputs": (lambda g: collate(["ab", "cd"]), TypeError, "encode text"),
+    "one flat input": (lambda g: collate([1, 2, 3]), TypeError, r"wrap a single input as \[ids\]"),
+    "float label": (lambda g: collate([[1, 2]], labels=[0.7]), TypeError, "label"),
+    "label -2": (lambda g: collate([[1, 2]], labels=[-2]), ValueError, "-1 / -100"),
+    "text labels": (lambda g: collate([[1, 2], [3, 4]], labels="01"), TypeError, "labels"),
+    "negative pad_id": (lambda g: collate([[1, 2]], pad_id=-1), ValueError, "pad_id"),
+    "float pad_id": (lambda g: collate([[1, 2]], pad_id=1.5), TypeError, "pad_id"),
+    "one special id": (lambda g: collate([[1, 2]], special_ids=17), TypeError, r"wrap one as \[id\]"),
+    "a tensor, not a batch": (
+        lambda g: SequenceClassifier(g, 2)(torch.tensor([[1, 2]])), TypeError, "collate",
+    ),
+    "extract outside the input": (
+        lambda g: SequenceClassifier(g, 2)(
+            ClassifierBatch(torch.tensor([[1, 2]]), torch.tensor([5]), torch.tensor([[2, -1]]))
+        ), ValueError, "extract_positions",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_FINETUNE_CALLS, ids=str)
+def test_every_bad_finetuning_input_is_named(case: str) -> None:
+    call, error, message = BAD_FINETUNE_CALLS[case]
+    with pytest.raises(error, match=message):
+        call(tiny_gpt())
+
+
+def test_numpy_and_tensor_ids_and_labels_are_ids() -> None:
+    ids = gpt1_input(np.array([1, 2]), torch.tensor([3]), start_id=np.int64(START),
+                     delim_id=DELIM, extract_id=EXTRACT)  # fmt: skip
+    assert ids == [START, 1, 2, DELIM, 3, EXTRACT] and all(type(i) is int for i in ids)
+    batch = collate([torch.tensor(ids), ids], labels=np.array([1, -100]))
+    assert batch.labels.tolist() == [1, -100] and batch.idx[0].tolist() == ids

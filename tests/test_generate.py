@@ -425,6 +425,10 @@ BAD = [
     (dict(pad_token_id=VOCAB + 5), ValueError, "pad_token_id=66 is outside"),
     (dict(seed="7"), TypeError, "seed must be an integer or None"),
     (dict(seed=1, generator=torch.Generator()), ValueError, "seed or generator"),
+    (dict(seed=2**70), ValueError, r"seed must be an integer below 2\*\*64 or None, got"),
+    (dict(generator=5), TypeError, "generator must be a torch.Generator or None, got int"),
+    (dict(use_cache="no"), TypeError, "use_cache='no' is a str, but use_cache must be True or"),
+    (dict(return_logprobs="no"), TypeError, "return_logprobs='no' is a str"),
 ]
 
 
@@ -563,3 +567,59 @@ def test_beam_search_refuses_each_bad_argument_by_name(kwargs, error, message):
     arguments = {**dict(max_new_tokens=3, num_beams=2), **kwargs}
     with pytest.raises(error, match=message):
         beam_search(make(), tokens(), **arguments)
+
+
+def test_sampling_refuses_logits_it_cannot_draw_from_by_name():
+    logits = torch.randn(2, 10)
+    with pytest.raises(TypeError, match=r"logits must be \(B, vocab_size\).*logits\[:, -1\]"):
+        sample_next(torch.randn(2, 3, 10))  # a model's whole output
+    with pytest.raises(TypeError, match="logits must be a float tensor.*got ndarray"):
+        sample_next(logits.numpy())
+    with pytest.raises(TypeError, match="logits must be a float tensor.*got list"):
+        filter_logits([[1.0, 2.0]], top_k=1)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        sample_next(logits, generator=3)
+    nan = torch.full((1, 10), float("nan"))
+    for temperature in (0.0, 1.0):  # greedy silently picked token 0; sampling failed in torch
+        with pytest.raises(ValueError, match="the logits hold NaN.*weights .* not finite"):
+            sample_next(nan, temperature=temperature)
+    with pytest.raises(ValueError, match=r"hold NaN or \+inf"):
+        sample_next(torch.tensor([[0.0, float("inf")]]))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_model_with_nan_weights_is_named_instead_of_generating_token_0(temperature):
+    model = make()
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    model.train()
+    with pytest.raises(ValueError, match="the logits hold NaN"):
+        model.generate(tokens(batch=1, length=3), 3, temperature=temperature, seed=0)
+    assert model.training  # the mode is restored after the error
+
+
+def test_a_large_max_new_tokens_reserves_memory_only_for_what_is_generated(monkeypatch):
+    import gptlib.generation as generation
+
+    model, prompt = make(position="rotary"), tokens(batch=2, length=3)
+    whole = model.generate(prompt, 30, temperature=0, return_logprobs=True)
+    monkeypatch.setattr(generation, "PREALLOCATED", 4)  # the buffers grow four times
+    for use_cache in (True, False):
+        grown = model.generate(prompt, 30, temperature=0, return_logprobs=True, use_cache=use_cache)
+        assert torch.equal(grown.ids, whole.ids) and not grown.ids.is_inference()
+        torch.testing.assert_close(grown.logprobs, whole.logprobs)
+    monkeypatch.undo()
+    # 10**12 new tokens would have preallocated terabytes (the process was killed); with an
+    # end-of-text token that comes at once, only what is generated is reserved
+    first = int(whole.ids[0, 3])
+    out = model.generate(prompt[:1], 10**12, temperature=0, eos_token_id=first)
+    assert out.tolist() == [[*prompt[0].tolist(), first]]
+
+
+def test_cut_at_stop_names_what_is_not_text():
+    with pytest.raises(TypeError, match="cut_at_stop takes a str, got NoneType"):
+        cut_at_stop(None, "\n")
+    with pytest.raises(TypeError, match="cut_at_stop takes a str, got bytes"):
+        cut_at_stop(b"abc", "b")
+    with pytest.raises(TypeError, match="stop must be a non-empty string or a list of them"):
+        cut_at_stop("abc", None)

@@ -296,8 +296,9 @@ def test_missing_and_unused_tensors_are_named(gpt2_folder: Path) -> None:
         GPT.from_pretrained(gpt2_folder)
     del state["transformer.h.1.ln_2.bias"]
     save_file(state, gpt2_folder / "model.safetensors")
-    with pytest.raises(KeyError, match=r"no tensor 'transformer\.h\.1\.ln_2\.bias'"):
+    with pytest.raises(ValueError, match=r"no tensor 'transformer\.h\.1\.ln_2\.bias'") as caught:
         GPT.from_pretrained(gpt2_folder)
+    assert isinstance(caught.value, KeyError) and str(caught.value).startswith("gpt2 checkpoint")
 
 
 def test_missing_files_are_named(gpt2_folder: Path) -> None:
@@ -613,3 +614,31 @@ def test_saved_buffers_are_dropped_only_if_gptlib_computes_the_same(
         ValueError, match=r"rotary_emb\.inv_freq, which is not .*\(rotary frequencies"
     ):
         GPT.from_pretrained(tmp_path / "neox")
+
+
+def test_integer_and_non_finite_weights_are_refused_by_name(gpt2_folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    gain = load_file(gpt2_folder / "model.safetensors")["transformer.ln_f.weight"]
+    _rewrite_tensors(gpt2_folder, **{"transformer.ln_f.weight": gain.round().to(torch.int8)})
+    with pytest.raises(ValueError, match=r"stores ln_f\.weight as torch\.int8.*unquantized"):
+        GPT.from_pretrained(gpt2_folder)
+    _rewrite_tensors(gpt2_folder, **{"transformer.ln_f.weight": gain.clone().fill_(float("nan"))})
+    with pytest.raises(ValueError, match=r"ln_f\.weight holds NaN or inf"):
+        GPT.from_pretrained(gpt2_folder)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda folder: hf_config_to_gpt([1]), "dict of a config.json"),
+        (lambda folder: hf_config_to_gpt(None), "dict of a config.json"),
+        (lambda folder: hf_config_to_gpt(transformers.GPT2Config()), r"config\.to_dict\(\)"),
+        (lambda folder: GPT.from_pretrained(folder, revision=3), "revision"),
+        (lambda folder: GPT.from_pretrained(folder, local_files_only="no"), "local_files_only"),
+    ],
+    ids=["list", "None", "transformers config", "int revision", "text flag"],
+)
+def test_loader_arguments_of_the_wrong_type_are_named(call, message, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=message):
+        call(tmp_path)

@@ -5,6 +5,7 @@ and the claim of chapter 15 that the shipped checkpoint has an induction head.""
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,3 +248,53 @@ def test_induction_probe_measures_the_shipped_checkpoint_quickly(checkpoint) -> 
     untrained = induction_probe(GPT(checkpoint.config))
     assert untrained["induction_score"] < 0.1
     assert untrained["second_copy_accuracy"] < 0.15
+
+
+_X = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
+# (call on a tiny model, error type, what the message must say): each was a torch traceback,
+# an AttributeError, or a silently truncated value (head 0.7 read as 0, token 1.5 as 1).
+BAD_INTERPRET_CALLS = {
+    "float offset": (lambda m, a: diagonal_scores(a, offset=1.5), TypeError, "offset"),
+    "negative offset": (lambda m, a: diagonal_scores(a, offset=-1), ValueError, "offset"),
+    "first_query past the end": (
+        lambda m, a: diagonal_scores(a, offset=0, first_query=99), ValueError, "first_query",
+    ),
+    "vocab_size 0": (lambda m, a: repeated_random_tokens(0, 4), ValueError, "vocab_size"),
+    "float seq_len": (lambda m, a: repeated_random_tokens(40, 4.5), TypeError, "seq_len"),
+    "tokens as a list": (
+        lambda m, a: induction_scores(m, 4, tokens=[[1, 2, 3, 4] * 2]), ValueError, "tensor",
+    ),
+    "1-D tokens": (lambda m, a: induction_scores(m, 4, tokens=torch.arange(8)), ValueError, "batch"),
+    "float seq_len to score": (lambda m, a: induction_scores(m, 4.0, tokens=_X), TypeError, "seq_len"),
+    "T = 1": (lambda m, a: per_token_loss(m, _X[:, :1]), ValueError, "T >= 2"),
+    "empty batch": (lambda m, a: per_token_loss(m, _X[:0]), ValueError, "no tokens"),
+    "not whole copies": (lambda m, a: copy_losses(m, _X, 3), ValueError, "whole copies"),
+    "float seq_len for copies": (lambda m, a: copy_accuracy(m, _X, 4.0), TypeError, "seq_len"),
+    "copies of a list": (lambda m, a: copy_losses(m, [[1, 2]], 2), ValueError, "tensor"),
+    "float head": (lambda m, a: ov_circuit(m, 0, 0.7), TypeError, "head"),
+    "layer out of range": (lambda m, a: copying_score(m, 9, 0), ValueError, "no head"),
+    "negative layer": (lambda m, a: ov_circuit(m, -1, 0), ValueError, "no head"),
+    "float token ids": (lambda m, a: ov_circuit(m, 0, 0, [1.5, 2.5]), TypeError, "token_ids"),
+    "no token ids": (lambda m, a: ov_circuit(m, 0, 0, []), ValueError, "token_ids"),
+    "probe float seq_len": (lambda m, a: induction_probe(m, seq_len=3.5), TypeError, "seq_len"),
+    "probe float n_candidates": (
+        lambda m, a: induction_probe(m, n_candidates=2.0), TypeError, "n_candidates",
+    ),
+    "probe negative seed": (lambda m, a: induction_probe(m, seed=-1), ValueError, "seed"),
+    "probe batch 0": (lambda m, a: induction_probe(m, batch=0), ValueError, "batch"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INTERPRET_CALLS, ids=str)
+def test_every_bad_interpretability_argument_is_named(case: str) -> None:
+    call, error, message = BAD_INTERPRET_CALLS[case]
+    model = _tiny_model()
+    with torch.no_grad():
+        attentions = model(_X, return_attention=True).attentions
+    with pytest.raises(error, match=message):
+        call(model, attentions)
+
+
+def test_numpy_integers_name_a_head() -> None:
+    model = _tiny_model()
+    assert copying_score(model, np.int64(1), np.int64(1)) == copying_score(model, 1, 1)

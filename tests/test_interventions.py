@@ -175,3 +175,64 @@ def test_patching_heads_restores_nothing_from_a_silent_head_and_all_from_equal_r
         assert torch.allclose(same, torch.tensor(float(metric(model(clean).logits))), atol=1e-5)
     at_last = patch_heads(model, clean, corrupted, metric, positions=[7])  # not what is read
     assert torch.allclose(at_last, torch.tensor(corrupted_value), atol=1e-5)
+
+
+def _mean_last_logit(logits: torch.Tensor) -> torch.Tensor:
+    return logits[:, -1, 0].mean()
+
+
+_CLEAN, _CORRUPTED = _tokens(T=6), _tokens(T=6, seed=5)
+# (call, error type, what the message must say): before, a head 0.5 was read as head 0, an
+# empty batch gave a table of NaN, positions=[] a table that patched nothing, and the rest
+# failed deep in torch.
+BAD_INTERVENTION_CALLS = {
+    "float head": (lambda m: ablated_heads(m, [(0, 0.5)]).__enter__(), TypeError, "head"),
+    "one pair, not a list": (lambda m: ablated_heads(m, (0, 1)).__enter__(), TypeError, "pairs"),
+    "head out of range": (lambda m: ablated_heads(m, [(5, 0)]).__enter__(), ValueError, "no head"),
+    "1-D tokens": (lambda m: head_outputs(m, torch.arange(4)), ValueError, r"torch.tensor\(\[ids\]\)"),
+    "tokens as a list": (lambda m: residual_stream(m, [[1, 2]]), ValueError, "tensor"),
+    "empty batch": (
+        lambda m: patch_heads(m, _CLEAN[:0], _CORRUPTED[:0], _mean_last_logit), ValueError, "no tokens",
+    ),
+    "no time steps": (lambda m: logit_lens(m, _CLEAN[:, :0]), ValueError, "no tokens"),
+    "position past the end": (
+        lambda m: patch_residual(m, _CLEAN, _CORRUPTED, _mean_last_logit, [99]), ValueError, "position",
+    ),
+    "position before the start": (
+        lambda m: patch_heads(m, _CLEAN, _CORRUPTED, _mean_last_logit, [-99]), ValueError, "position",
+    ),
+    "float position": (
+        lambda m: patch_residual(m, _CLEAN, _CORRUPTED, _mean_last_logit, [1.5]), TypeError, "position",
+    ),
+    "no positions": (
+        lambda m: patch_heads(m, _CLEAN, _CORRUPTED, _mean_last_logit, []), ValueError, "positions",
+    ),
+    "metric not a function": (lambda m: patch_residual(m, _CLEAN, _CORRUPTED, 3), TypeError, "metric"),
+    "metric per row": (
+        lambda m: patch_heads(m, _CLEAN, _CORRUPTED, lambda lg: lg[:, -1, 0]), ValueError, "one number",
+    ),
+    "shapes differ": (
+        lambda m: patch_residual(m, _CLEAN, _CORRUPTED[:, :4], _mean_last_logit), ValueError, "same shape",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INTERVENTION_CALLS, ids=str)
+def test_every_bad_intervention_argument_is_named(case: str) -> None:
+    call, error, message = BAD_INTERVENTION_CALLS[case]
+    with pytest.raises(error, match=message):
+        call(_model())
+
+
+def test_heads_may_be_rows_of_a_tensor() -> None:
+    model, tokens = _model(), _tokens(T=6)
+    with ablated_heads(model, torch.tensor([[0, 1], [1, 2]])), torch.no_grad():
+        from_tensor = model(tokens).logits
+    with ablated_heads(model, [(0, 1), (1, 2)]), torch.no_grad():
+        assert torch.equal(from_tensor, model(tokens).logits)
+
+
+def test_negative_positions_count_from_the_end() -> None:
+    model = _model()
+    last = patch_residual(model, _CLEAN, _CORRUPTED, _mean_last_logit, positions=[-1])
+    assert torch.equal(last, patch_residual(model, _CLEAN, _CORRUPTED, _mean_last_logit, [5]))

@@ -464,3 +464,15 @@ def test_dropout_only_acts_in_training_mode() -> None:
     torch.testing.assert_close(run(block, x), run(block, x))
     block.train()
     assert not torch.allclose(run(block, x), run(block, x))
+
+
+# Before: eps=-1e-6 or NaN and dim=0 built a norm that returned NaN or nothing.
+@pytest.mark.parametrize(
+    ("args", "error", "name"),
+    [((0,), ValueError, "dim"), ((16.0,), TypeError, "dim"), ((16, -1e-6), ValueError, "eps"),
+     ((16, float("nan")), ValueError, "eps"), ((16, "1e-6"), TypeError, "eps")],
+    ids=["no width", "float width", "negative eps", "NaN eps", "text eps"],
+)  # fmt: skip
+def test_rmsnorm_names_a_bad_width_or_eps(args, error, name) -> None:
+    with pytest.raises(error, match=name):
+        RMSNorm(*args)

@@ -473,6 +473,29 @@ def test_save_refuses_to_drop_a_head_that_is_no_longer_tied(tmp_path):
     torch.testing.assert_close(GPT.load(tmp_path).lm_head.weight, model.lm_head.weight)
 
 
+def test_save_refuses_weights_that_load_could_not_read_back(tmp_path):
+    from gptlib.inference import quantize_int8
+
+    model = make("llama")
+    model.config.n_layer = 3  # edited after the model was built: the files would not load
+    with pytest.raises(ValueError, match=r"no longer match model.config \(missing blocks\.2"):
+        model.save(tmp_path / "edited")
+    assert not (tmp_path / "edited").exists()  # nothing half-written
+    with pytest.raises(ValueError, match=r"layers replaced \(quantize_int8\)"):
+        quantize_int8(make("llama")).save(tmp_path / "int8")
+
+
+def test_forward_names_a_bad_cache_or_flag_and_takes_an_empty_batch():
+    model = make("gpt2")
+    with pytest.raises(TypeError, match="kv_cache must be a gptlib KVCache, got list"):
+        model(tokens(), kv_cache=[])
+    with pytest.raises(TypeError, match="return_attention='no' is a str, but return_attention"):
+        model(tokens(), return_attention="no")
+    empty = torch.zeros(0, 5, dtype=torch.long)  # no rows: no min() of an empty tensor
+    out = model(empty, targets=empty)
+    assert out.logits.shape == (0, 5, 61) and float(out.loss) == 0.0
+
+
 def test_a_reduced_precision_model_saves_and_loads_exactly_in_float32(tmp_path):
     model = make("llama").to(torch.bfloat16)
     model.save(tmp_path)
@@ -497,3 +520,10 @@ def test_the_shipped_checkpoint_is_read_as_format_1():
     assert "format_version" not in _config_file(folder)  # written before versions were recorded
     model = GPT.load(folder)
     assert model.config.vocab_size == 103 and not model.config.scale_embeddings
+
+
+def test_the_loss_names_logits_that_are_no_tensor() -> None:
+    from gptlib.loss import cross_entropy_loss
+
+    with pytest.raises(TypeError, match="logits must be a tensor"):
+        cross_entropy_loss([[1.0, 2.0]], torch.zeros(1, dtype=torch.long))

@@ -311,3 +311,26 @@ def test_a_sinusoidal_model_runs_in_low_precision_with_a_float32_table(dtype):
     table = sinusoidal_table(torch.arange(600), 16)  # angles computed in float32, then rounded
     expected = (model.tok_emb(idx) + table.to(dtype)).float()
     torch.testing.assert_close(embedded["x"].float(), expected, rtol=0, atol=0)
+
+
+# Before: n_head 0 and -4 were a "math domain error", True was one head, base 0 a table of
+# NaN and inf, n_embd 0 an empty table, and a list of positions an AttributeError.
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda: alibi_slopes(0), ValueError, "n_head"),
+        (lambda: alibi_slopes(-4), ValueError, "n_head"),
+        (lambda: alibi_slopes(2.5), TypeError, "n_head"),
+        (lambda: alibi_slopes(True), TypeError, "n_head"),
+        (lambda: alibi_bias([0.5], torch.arange(3), torch.arange(3)), TypeError, "slopes"),
+        (lambda: sinusoidal_table(torch.arange(3), 0), ValueError, "n_embd"),
+        (lambda: sinusoidal_table(torch.arange(3), 8, 0), ValueError, "base"),
+        (lambda: sinusoidal_table(torch.arange(3), 8, float("nan")), ValueError, "base"),
+        (lambda: sinusoidal_table([0, 1], 8), TypeError, "positions"),
+    ],
+    ids=["0 heads", "negative heads", "fractional heads", "bool heads", "list of slopes",
+         "no columns", "base 0", "NaN base", "list of positions"],
+)  # fmt: skip
+def test_bad_positional_arguments_are_named(call, error, name) -> None:
+    with pytest.raises(error, match=name):
+        call()

@@ -122,3 +122,26 @@ def test_what_is_no_tokenizer_of_a_run_is_refused(tmp_path) -> None:
         load_tokenizer(tmp_path / "t.json")
     with pytest.raises(TypeError, match="no vocab_size"):
         tokenizer_vocab_size(object())
+
+
+def test_bad_settings_a_late_decoding_error_and_a_damaged_tokens_json_are_named(tmp_path):
+    import json
+
+    (tmp_path / "a.txt").write_text("hello world\n" * 100, encoding="utf-8")
+    for name, value in (("bpe_train_chars", 0), ("bpe_train_chars", -5), ("vocab_size", 0)):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            prepare(tmp_path / "a.txt", tmp_path / "x", "bpe", **{name: value})  # was accepted
+    with pytest.raises(FileExistsError, match=r"a\.txt is a file; --out must be a folder"):
+        prepare(tmp_path / "a.txt", tmp_path / "a.txt", "char")
+    # invalid UTF-8 after the first 8 KiB: the file is named, and no token file is left
+    (tmp_path / "late.txt").write_bytes(b"a" * 9000 + b"\xff" + b"b" * 100)
+    chars = make_tokenizer("char", "ab\n")
+    with pytest.raises(ValueError, match=r"late\.txt is not UTF-8 text past its first 8 KiB"):
+        prepare(tmp_path / "late.txt", tmp_path / "late", chars)
+    assert list((tmp_path / "late").iterdir()) == []
+    prepare(tmp_path / "a.txt", tmp_path / "tok", "char")
+    meta = json.loads((tmp_path / "tok" / "tokens.json").read_text())
+    for key, value in (("dtype", None), ("n_train", 10**9), ("n_tokens", "12")):
+        (tmp_path / "tok" / "tokens.json").write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(ValueError, match=r"tokens\.json is damaged: it needs dtype"):
+            open_tokens(tmp_path / "tok")  # a KeyError traceback, or an empty validation part

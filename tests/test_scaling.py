@@ -133,3 +133,33 @@ def test_fit_power_law_with_noise_keeps_c_below_the_smallest_value() -> None:
 def test_fit_power_law_refuses_bad_input(x, y, irreducible, message) -> None:
     with pytest.raises(ValueError, match=message):
         fit_power_law(x, y, irreducible)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda: kaplan_loss("1e9"), TypeError, "n_params"),
+        (lambda: kaplan_loss(True), TypeError, "n_params"),
+        (lambda: kaplan_loss(None), TypeError, "n_params"),
+        (lambda: kaplan_loss(float("inf")), ValueError, "n_params"),
+        (lambda: kaplan_loss(float("nan")), ValueError, "n_params"),
+        (lambda: chinchilla_loss(1e9, float("inf")), ValueError, "n_tokens"),
+        (lambda: chinchilla_loss(1e9, [1e9]), TypeError, "n_tokens"),
+        (lambda: chinchilla_optimal("1e21"), TypeError, "flops"),
+        (lambda: training_flops(1e9, -1), ValueError, "n_tokens"),
+        (lambda: optimal_size_for_ratio(1e21, "20"), TypeError, "tokens_per_param"),
+        (lambda: optimal_size_for_ratio(float("inf")), ValueError, "flops"),
+    ],
+    ids=["text", "bool", "None", "inf params", "NaN", "inf tokens", "list", "text flops",
+         "negative tokens", "text ratio", "inf flops"],
+)  # fmt: skip
+def test_every_bad_number_is_named_not_computed(call, error, name) -> None:
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_numpy_numbers_and_one_element_tensors_give_floats() -> None:
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    flops = training_flops(torch.tensor(1e9), np.int64(10**10))
+    assert type(flops) is float and flops == 6e19

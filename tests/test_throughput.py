@@ -50,3 +50,30 @@ def test_mfu_is_reported_only_where_the_peak_is_known(monkeypatch) -> None:
     rate = 1000
     assert meter.report() == f"1,000 tokens/s, MFU {rate * meter.flops_per_token / 1e12:.1%}"
     assert pytest.approx(meter.flops_per_token) == flops_per_token(model, 32)
+
+
+# Before: a negative or fractional seq_len and a step of NaN or -1 seconds gave a wrong count
+# or rate silently; a config or None for the model was an AttributeError.
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda m: flops_per_token(m, -5), ValueError, "seq_len"),
+        (lambda m: flops_per_token(m, 2.5), TypeError, "seq_len"),
+        (lambda m: flops_per_token(None, 8), TypeError, "GPT"),
+        (lambda m: matmul_params(m.config), TypeError, "not its config"),
+        (lambda m: Throughput(m, 8, 0, torch.device("cpu")), ValueError, "tokens_per_step"),
+        (lambda m: Throughput(m, 8, 16, "cpu").step(float("nan")), ValueError, "seconds"),
+        (lambda m: Throughput(m, 8, 16, "cpu").step(-1.0), ValueError, "seconds"),
+    ],
+    ids=["negative seq_len", "fractional seq_len", "no model", "a config", "no tokens",
+         "NaN seconds", "negative seconds"],
+)  # fmt: skip
+def test_bad_throughput_arguments_are_named(call, error, name) -> None:
+    with pytest.raises(error, match=name):
+        call(meta_model("gpt2", n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=20))
+
+
+def test_a_device_may_be_named_by_a_string() -> None:
+    meter = Throughput(meta_model("gpt2", n_layer=1), 8, 16, "cpu")
+    meter.step(2.0)
+    assert meter.report() == "8 tokens/s"

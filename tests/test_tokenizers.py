@@ -6,6 +6,7 @@ from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 import regex
 from hypothesis import given
@@ -302,7 +303,10 @@ def test_missing_rank_file_explains_the_install(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def both(corpus: str) -> list:
-    return [CharTokenizer.from_text(MIXED), BPETokenizer.train(corpus[:5_000], 300)]
+    from gptlib.run_tokenizer import NamedEncoding
+
+    chars, bpe = CharTokenizer.from_text(MIXED), BPETokenizer.train(corpus[:5_000], 300)
+    return [chars, bpe, NamedEncoding("gpt2")]  # every tokenizer a training run can use
 
 
 def test_a_lone_surrogate_is_refused_where_it_enters(tmp_path: Path) -> None:
@@ -320,7 +324,7 @@ def test_a_lone_surrogate_is_refused_where_it_enters(tmp_path: Path) -> None:
     assert bpe.decode(bpe.encode("a\udce9")) == "a\ufffd"
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["char", "bpe"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["char", "bpe", "named"])
 def test_decode_takes_one_sequence_of_integer_ids(both: list, which: int) -> None:
     import numpy as np
     import torch
@@ -350,7 +354,7 @@ def test_decode_takes_one_sequence_of_integer_ids(both: list, which: int) -> Non
         tok.decode([-1])
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["char", "bpe"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["char", "bpe", "named"])
 def test_encode_takes_a_str(both: list, which: int) -> None:
     tok = both[which]
     with pytest.raises(TypeError, match=r"encode takes a str, got bytes \(decode bytes first"):
@@ -383,6 +387,26 @@ def test_bpe_methods_check_their_arguments(both: list) -> None:
         train_merges({"ab": 2}, 3)
     with pytest.raises(TypeError, match="encoding name must be a str"):
         get_encoding(["gpt2"])
+    assert BPETokenizer.train("ab ab", 258, special_tokens=None).special_tokens == {}
+    with pytest.raises(TypeError, match="merges must be a list of .left id, right id. pairs"):
+        BPETokenizer(None)
+
+
+def test_a_named_encoding_names_a_damaged_file_and_an_id_it_lacks(tmp_path: Path) -> None:
+    from gptlib.run_tokenizer import NamedEncoding, load_tokenizer, tokenizer_vocab_size
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"format": "gptlib-named-encoding"}')  # KeyError 'name' before
+    with pytest.raises(ValueError, match=r"tokenizer\.json is a damaged NamedEncoding file"):
+        load_tokenizer(path)
+    cl100k = NamedEncoding("cl100k_base")
+    with pytest.raises(ValueError, match="token id 100262 is not in the 'cl100k_base' encoding"):
+        cl100k.decode([100262])  # one of its unused ids: tiktoken raised a KeyError
+
+    class NumpySized:
+        vocab_size = np.int64(5)
+
+    assert tokenizer_vocab_size(NumpySized()) == 5
 
 
 def test_a_damaged_char_tokenizer_file_is_named(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
 import torch
 from training_helpers import tiny_config, tiny_model, weights
@@ -69,6 +70,43 @@ def test_no_warmup_starts_at_peak() -> None:
 def test_bad_train_config_is_refused(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"lr": "1e-3"}, TypeError, r"lr='1e-3' is a str, but lr must be a finite number > 0"),
+        ({"weight_decay": -0.1}, ValueError, r"weight_decay=-0\.1 is out of range"),
+        ({"weight_decay": float("nan")}, ValueError, r"weight_decay=nan is out of range"),
+        ({"betas": (0.9,)}, ValueError, r"betas=\(0\.9,\) must be two numbers in \[0, 1\)"),
+        ({"betas": (0.9, 1.5)}, ValueError, r"betas=1\.5 is out of range"),
+        ({"betas": "0.9"}, ValueError, r"betas='0\.9' must be two numbers"),
+        ({"grad_clip": float("nan")}, ValueError, r"grad_clip=nan is out of range"),
+        ({"warmup_steps": 2.5}, TypeError, r"warmup_steps=2\.5 is a float"),
+        ({"checkpoint_interval": 2.5}, TypeError, r"checkpoint_interval=2\.5 is a float"),
+        ({"checkpoint_interval": "5"}, TypeError, r"checkpoint_interval='5' is a str"),
+        ({"block_size": 4.0}, TypeError, r"block_size=4\.0 is a float"),
+        ({"seed": "0"}, TypeError, r"seed='0' is a str"),
+        ({"seed": 2**70}, ValueError, r"seed=\d+ is out of range; seed must be below 2\*\*63"),
+        ({"device": 0}, TypeError, r"device=0 must be a string such as 'cpu'"),
+        ({"compile": "no"}, TypeError, r"compile='no' is a str, but compile must be True or False"),
+        ({"max_steps": 3.0}, TypeError, r"max_steps=3\.0 is a float"),
+    ],
+)
+def test_every_train_config_field_is_checked_with_its_name(settings, error, message) -> None:
+    with pytest.raises(error, match=message):
+        TrainConfig(**settings)
+
+
+def test_train_config_takes_numpy_integers_and_one_tracker_named_alone() -> None:
+    config = TrainConfig(max_steps=np.int64(30), eval_batches=np.int32(2), lr=np.float32(0.5))
+    assert (config.max_steps, config.eval_batches, config.warmup_steps) == (30, 2, 3)
+    assert type(config.max_steps) is int and type(config.lr) is float
+    assert TrainConfig(track="induction").track == ("induction",)  # not its characters
+    with pytest.raises(TypeError, match="a TrainConfig is read from a dict of fields, got list"):
+        TrainConfig.from_dict([])
+    with pytest.raises(ValueError, match=r"unknown History fields \['foo'\]"):
+        History.from_dict({"foo": 1})
 
 
 def test_train_config_round_trips_through_json() -> None:
@@ -513,3 +551,56 @@ def test_load_checkpoint_refuses_a_tokenizer_that_is_not_the_models(corpus, tmp_
     with pytest.raises(ValueError, match="the tokenizer has 47 ids but the model's vocab_size"):
         train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, tiny_config(max_steps=2, warmup_steps=0),
               progress=False, tokenizer=CharTokenizer.from_text("".join(tokenizer.chars) + "é"))  # fmt: skip
+
+
+def test_what_would_fail_later_is_refused_before_the_first_step(corpus, tmp_path, monkeypatch):
+    tokenizer, train_ids, val_ids = corpus
+    monkeypatch.setattr(train_module, "lr_at", lambda *a: pytest.fail("a step was taken"))
+    data = (train_ids, val_ids)
+    with pytest.raises(TypeError, match="train takes a gptlib GPT model, got Linear"):
+        train(torch.nn.Linear(2, 2), *data, tiny_config(), progress=False)
+    with pytest.raises(TypeError, match="config must be a TrainConfig, got dict"):
+        train(tiny_model(tokenizer.vocab_size), *data, {"max_steps": 2}, progress=False)
+    frozen = tiny_model(tokenizer.vocab_size).requires_grad_(False)
+    with pytest.raises(ValueError, match="no weight of the model requires a gradient"):
+        train(frozen, *data, tiny_config(), progress=False)
+    # 16-bit weights lose AdamW's updates (float16 diverged at step 2 with "lower the lr")
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(ValueError, match=f"weights are {dtype}.*model.float"):
+            train(tiny_model(tokenizer.vocab_size).to(dtype), *data, tiny_config(), progress=False)
+    # a head untied by hand was refused only by the first save, after a whole interval
+    untied = tiny_model(tokenizer.vocab_size)
+    untied.lm_head.weight = torch.nn.Parameter(untied.tok_emb.weight.detach() + 1)
+    with pytest.raises(ValueError, match="tie_embeddings is True, but lm_head.weight"):
+        train(untied, *data, tiny_config(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_source_that_returns_the_wrong_thing_is_named(corpus) -> None:
+    tokenizer, train_ids, val_ids = corpus
+
+    class FewRows:  # one window when asked for 8: trained silently on a smaller batch
+        def get_batch(self, batch_size, block_size, generator, device="cpu"):
+            return train_ids[None, :block_size], train_ids[None, 1 : block_size + 1]
+
+    with pytest.raises(ValueError, match=r"FewRows.get_batch returned x of shape \(1, 16\)"):
+        train(tiny_model(tokenizer.vocab_size), FewRows(), val_ids, tiny_config(), progress=False)
+
+
+def test_resuming_on_other_data_is_refused(corpus, tmp_path) -> None:
+    tokenizer, train_ids, val_ids = corpus
+    config = tiny_config(max_steps=2, warmup_steps=0, eval_interval=2)
+    train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, config, tmp_path / "run",
+          progress=False)  # fmt: skip
+    manifest = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert manifest["data"]["train"]["tokens"] == len(train_ids)
+    longer = tiny_config(max_steps=4, warmup_steps=0, eval_interval=2)
+    with pytest.raises(ValueError, match=r"trained on other data \(train: checkpoint 18,000 tok"):
+        train(tiny_model(tokenizer.vocab_size), train_ids[:9000], val_ids, longer,
+              tmp_path / "run", resume=True, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"val: checkpoint 2,000 tokens, now 2,000 \(other ids\)"):
+        train(tiny_model(tokenizer.vocab_size), train_ids, val_ids.flip(0), longer,
+              tmp_path / "run", resume=True, progress=False)  # fmt: skip
+    resumed = train(tiny_model(tokenizer.vocab_size), train_ids, val_ids, longer,
+                    tmp_path / "run", resume=True, progress=False)  # fmt: skip
+    assert resumed.steps == [1, 2, 3, 4]

@@ -3,6 +3,7 @@ training on its output) and `python -m gptlib.sample`."""
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,7 @@ def test_resume_needs_only_the_folder_and_what_changes(tmp_path, capsys) -> None
         (["--text", "missing.txt"], "missing.txt does not exist"),
         (["--tokens", "nowhere"], "make it with python -m gptlib.prepare"),
         (["--tokens", "nowhere", "--text", "x.txt"], "give one of --corpus, --text and --tokens"),
+        (["--threads", "-1"], "--threads must be a positive integer, got -1"),
     ],
 )
 def test_cli_bad_input_gives_a_clear_error(tmp_path, capsys, args, message) -> None:
@@ -231,3 +233,25 @@ def test_torch_threads_flag_is_applied(tmp_path) -> None:
         assert manifest["environment"]["threads"] == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_flags_that_tokens_ignore_and_a_damaged_record_are_named(tmp_path, capsys) -> None:
+    from gptlib.prepare import prepare
+
+    (tmp_path / "a.txt").write_text("hello world\n" * 300, encoding="utf-8")
+    prepare(tmp_path / "a.txt", tmp_path / "tok", "char")
+    tiny = CLI_TINY[4:]  # no --corpus
+    for flag in (["--tokenizer", "bpe"], ["--val-fraction", "0.5"], ["--max-chars", "10"]):
+        err = cli_error(capsys, ["--out", str(tmp_path / "x"), "--max-steps", "2", *tiny,
+                                 "--tokens", str(tmp_path / "tok"), *flag])  # fmt: skip
+        assert f"{flag[0]} applies to --corpus and --text, not to --tokens" in err
+    out = tmp_path / "run"
+    main(["--out", str(out), "--max-steps", "2", *CLI_TINY])
+    for record, message in (
+        ({"x": 1}, r'records no command line \("argv"'),  # a KeyError traceback before
+        ({"argv": ["--bogus"]}, "recorded in .*command.json does not parse: the following"),
+        ([], "command.json holds a JSON list, not the object"),
+    ):
+        (out / "command.json").write_text(json.dumps(record))
+        err = cli_error(capsys, ["--out", str(out), "--resume", "--max-steps", "4"])
+        assert re.search(message, err), err

@@ -169,3 +169,29 @@ def test_explorer_offers_every_layer_and_head() -> None:
     assert isinstance(explorer, widgets.VBox)
     layer, head = explorer.children[0].children
     assert list(layer.options) == [0, 1, 2] and list(head.options) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda a, t: attention_heatmap(a[0][0, 0], list(range(len(t)))), TypeError, "strings"),
+        (lambda a, t: attention_grid(a, "".join(t)), TypeError, "list of strings"),
+        (lambda a, t: attention_grid(a, t, batch_index=1.0), TypeError, "batch_index"),
+        (lambda a, t: layout_matrix("local", 8, window_size=0), ValueError, "window_size"),
+        (lambda a, t: layout_matrix("strided", 8, sparse_stride=0), ValueError, "sparse_stride"),
+        (lambda a, t: layout_matrix("dense", 8.0), TypeError, "seq_len"),
+        (lambda a, t: layout_matrix("sliding", 8, stacked_layers=True), TypeError, "stacked"),
+        (lambda a, t: attention_layouts_figure([]), ValueError, "at least one layout"),
+    ],
+    ids=["int labels", "one string", "float batch_index", "window 0", "stride 0",
+         "float seq_len", "bool layers", "no layouts"],
+)  # fmt: skip
+def test_bad_figure_arguments_are_named(call, error, message) -> None:
+    attentions, tokens = _attentions(n_layer=1, n_head=2, T=6)
+    with pytest.raises(error, match=message):
+        call(attentions, tokens)
+
+
+def test_one_layout_may_be_named_alone() -> None:
+    (panel,) = _images(attention_layouts_figure("local", seq_len=8))  # not 5 panels d, e, n...
+    np.testing.assert_array_equal(panel.images[0].get_array(), layout_matrix("local", 8).numpy())
