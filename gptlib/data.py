@@ -349,7 +349,10 @@ class BatchSource(Protocol):
 
 
 def check_batch(batch: Any, batch_size: int, block_size: int, source: Any = None) -> tuple:
-    """Return (x, y) if a batch source gave two integer tensors of shape (batch_size, block_size).
+    """Return (x, y) if a batch source gave two integer tensors of shape (batch_size, T).
+
+    T is block_size for windows of a token stream, and may be less (at least 1) for a source
+    of short examples (see `BatchSource`); x and y have the same shape.
 
     `gptlib.train` checks every batch a `BatchSource` returns with it, so a source that returns
     lists, floats or another shape is named at once instead of failing deep inside the model.
@@ -372,11 +375,17 @@ def check_batch(batch: Any, batch_size: int, block_size: int, source: Any = None
     for name, t in zip("xy", batch, strict=True):
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"{where} returned {name} of dtype {t.dtype}; token ids are integers")
-        if tuple(t.shape) != shape:
+        if t.dim() != 2 or t.size(0) != batch_size or not 1 <= t.size(1) <= block_size:
             raise ValueError(
                 f"{where} returned {name} of shape {tuple(t.shape)} when asked for "
-                f"batch_size={batch_size} windows of block_size={block_size}: expected {shape}"
+                f"batch_size={batch_size} windows of block_size={block_size}: expected {shape} "
+                f"(or ({batch_size}, T) with 1 <= T <= {block_size} for short examples)"
             )
+    if batch[0].shape != batch[1].shape:
+        raise ValueError(
+            f"{where} returned x of shape {tuple(batch[0].shape)} and y of shape "
+            f"{tuple(batch[1].shape)}: the targets must have the inputs' shape"
+        )
     return batch[0], batch[1]
 
 

@@ -110,6 +110,16 @@ def test_check_batch_names_a_source_that_returns_the_wrong_thing() -> None:
         check_batch((ids[:1], ids[:1]), 2, 4, Source())
     with pytest.raises(TypeError, match="returned y of dtype torch.float32"):
         check_batch((ids, ids.float()), 2, 4, Source())
+    # Short examples may fill fewer columns than the block (SFT), never more, never zero.
+    short = ids[:, :3]
+    assert check_batch((short, short), 2, 4) == (short, short)
+    wide = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"returned x of shape \(2, 5\)"):
+        check_batch((wide, wide), 2, 4, Source())
+    with pytest.raises(ValueError, match=r"returned x of shape \(2, 0\)"):
+        check_batch((ids[:, :0], ids[:, :0]), 2, 4, Source())
+    with pytest.raises(ValueError, match="the targets must have the inputs' shape"):
+        check_batch((ids, ids[:, :3]), 2, 4, Source())
 
 
 def test_unknown_corpus_names_the_known_ones() -> None:
