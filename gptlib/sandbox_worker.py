@@ -22,8 +22,9 @@ Python starts once per worker; each job costs one ``fork``. The child:
    namespace (unprivileged user namespaces), then the same. The network namespace has no
    device but a loopback that is down: no TCP, no UDP (no DNS), no abstract UNIX sockets. In
    the mount namespace empty tmpfs folders cover /tmp, /run, /var/tmp and /dev/shm, where
-   path-based UNIX sockets live. Each child also gets a new PID namespace where it is process
-   1 and sees no process outside, so ``kill(-1, SIGKILL)`` reaches nothing of yours;
+   most path-based UNIX sockets live (one elsewhere, say in your home folder, stays
+   reachable). Where the worker may, each child also gets a new PID namespace where it is
+   process 1 and sees no process outside, so ``kill(-1, SIGKILL)`` reaches nothing of yours;
 7. when the worker runs as root, drops to the user ``nobody`` (root ignores RLIMIT_NPROC and
    file permissions); in a user namespace, drops the capabilities it grants;
 8. defines the program's function, calls it on each test's arguments, and writes one JSON line
