@@ -24,7 +24,9 @@ Python starts once per worker; each job costs one ``fork``. The child:
    the mount namespace empty tmpfs folders cover /tmp, /run, /var/tmp and /dev/shm, where
    most path-based UNIX sockets live (one elsewhere, say in your home folder, stays
    reachable). Where the worker may, each child also gets a new PID namespace where it is
-   process 1 and sees no process outside, so ``kill(-1, SIGKILL)`` reaches nothing of yours;
+   process 1 and sees no process outside, so ``kill(-1, SIGKILL)`` reaches nothing of yours
+   (as process 1 it also ignores signals it has no handler for, even its own SIGKILL; the
+   worker's SIGKILL still ends it);
 7. when the worker runs as root, drops to the user ``nobody`` (root ignores RLIMIT_NPROC and
    file permissions); in a user namespace, drops the capabilities it grants;
 8. defines the program's function, calls it on each test's arguments, and writes one JSON line
