@@ -92,6 +92,7 @@ _CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = (
 _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
 _SOCKET_FOLDERS = ("/tmp", "/run", "/var/run", "/var/tmp", "/dev/shm")
 _CAPABILITY_V3 = 0x20080522
+_ISOLATION = ("user_namespace", "network_namespace", "socket_folders_hidden")
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
 _LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446  # same on every arch
 # Landlock access rights by the ABI that introduced them (linux/landlock.h).
@@ -162,21 +163,20 @@ def _isolate() -> dict:
     device, down: no TCP, no UDP, no abstract UNIX sockets. In the mount namespace empty tmpfs
     folders cover /tmp, /run, /var/tmp and /dev/shm, where the session bus, the Docker socket
     and other path-based UNIX sockets live. Returns which of these took effect; each step falls
-    back silently where the kernel refuses it (then the features say so).
+    back where the kernel refuses it (then the features say so). Raises OSError where the
+    user namespace is made but cannot map our uid (`_isolation_works` tries it first).
     """
-    done = {"user_namespace": False, "network_namespace": False, "socket_folders_hidden": False}
+    done = dict.fromkeys(_ISOLATION, False)
     if LIBC is None:
         return done
     uid, gid = os.geteuid(), os.getegid()
     if uid != 0:
         if LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWNS) != 0:
             return done
-        try:  # map only ourselves: we stay your uid inside, with capabilities in the namespace
-            _write("/proc/self/setgroups", "deny")
-            _write("/proc/self/uid_map", f"{uid} {uid} 1")
-            _write("/proc/self/gid_map", f"{gid} {gid} 1")
-        except OSError:
-            pass
+        # map only ourselves: we stay your uid inside, with capabilities in the namespace
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
         done["user_namespace"] = done["network_namespace"] = True
     else:
         done["network_namespace"] = LIBC.unshare(_CLONE_NEWNET) == 0
@@ -198,6 +198,25 @@ def _isolate() -> dict:
     done["socket_folders_hidden"] = hidden
     os.chdir("/")
     return done
+
+
+def _isolation_works() -> bool:
+    """Whether `_isolate` succeeds here and leaves a usable temporary folder (tried in a fork).
+
+    Some kernels let a process make a user namespace and then refuse it everything in it (e.g.
+    Ubuntu's AppArmor restriction); the worker cannot step back out, so it tries first.
+    """
+    if LIBC is None:
+        return False
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _isolate()
+            os.rmdir(tempfile.mkdtemp(prefix="gptlib-sandbox-"))
+        except BaseException:  # noqa: BLE001  (any failure means: do not isolate)
+            os._exit(1)
+        os._exit(0)
+    return os.waitpid(pid, 0)[1] == 0
 
 
 def _drop_capabilities() -> None:
@@ -425,7 +444,7 @@ def serve() -> None:
     features = {
         "platform": sys.platform,
         "landlock_abi": landlock_abi(),
-        **_isolate(),
+        **(_isolate() if _isolation_works() else dict.fromkeys(_ISOLATION, False)),
         "user": "nobody" if os.geteuid() == 0 else "yours",
     }
     for name in _PRELOADED:
