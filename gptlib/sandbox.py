@@ -78,8 +78,11 @@ class Sandbox:
     a process sandbox cannot stop). ``timeout`` is the wall-clock limit of one program with all
     its tests, in seconds; ``cpu_seconds`` its CPU limit (default: ``ceil(timeout)``);
     ``memory_mb`` its address-space limit. Results are cached by (program, function, test
-    arguments): samples drawn at a low temperature often repeat. Use it as a context manager,
-    or call `close`. Raises OSError on a system without ``fork`` (Windows: use WSL).
+    arguments): samples drawn at a low temperature often repeat. ``features`` says which
+    protections hold on this machine (Landlock ABI, user, network, mount and PID namespaces,
+    user ``nobody``): what a program can still reach depends on them and on the kernel. Use it
+    as a context manager, or call `close`. Raises OSError on a system without ``fork``
+    (Windows: use WSL).
     """
 
     def __init__(

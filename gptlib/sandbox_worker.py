@@ -8,32 +8,56 @@ Python starts once per worker; each job costs one ``fork``. The child:
 1. starts a new session (its own process group, so the whole group can be killed);
 2. reads /dev/null as stdin; its stdout and stderr go to a pipe that the worker caps;
 3. closes every other inherited file descriptor, and works in a fresh temporary folder that
-   the worker deletes afterwards, with an empty environment (HOME and TMPDIR point there);
+   the worker deletes afterwards, with an environment of four variables the worker sets (HOME
+   and TMPDIR point into the folder, PATH, LANG): none of yours;
 4. gets resource limits (`resource`): CPU seconds, address space, file size, open files, no
    core dumps, and no new processes or threads (RLIMIT_NPROC 0);
-5. on Linux with Landlock (5.13+, Salaün 2021): may write, create and delete only inside its
-   folder and read only the Python standard library; with Landlock ABI 4 (Linux 6.7+) no TCP
-   bind or connect; with ABI 6 (6.12+) no signals to processes outside the sandbox. Landlock
-   needs no privileges;
-6. when the worker runs as root, drops to the user ``nobody`` (root ignores RLIMIT_NPROC and
-   file permissions); the worker itself then runs in a new network namespace without any
-   network device, so no program it forks can reach a network;
-7. defines the program's function, calls it on each test's arguments, and writes one JSON line
+5. on Linux with Landlock (5.13+, Salaün 2021): may write, create and delete files only inside
+   its folder and read only the Python standard library; with Landlock ABI 4 (Linux 6.7+) no
+   TCP bind or connect (UDP is not covered); with ABI 6 (6.12+) no signals and no abstract UNIX
+   sockets outside the sandbox. Landlock needs no privileges. It does not govern ``connect()``
+   to an existing UNIX socket by path (the session bus, the Docker socket): step 6 does;
+6. runs inside namespaces that the worker entered at start (`_isolate`), where the kernel
+   allows them: as root, a new network and mount namespace; as another user, first a new user
+   namespace (unprivileged user namespaces), then the same. The network namespace has no
+   device but a loopback that is down: no TCP, no UDP (no DNS), no abstract UNIX sockets. In
+   the mount namespace empty tmpfs folders cover /tmp, /run, /var/tmp and /dev/shm, where
+   most path-based UNIX sockets live (one elsewhere, say in your home folder, stays
+   reachable). Where the worker may, each child also gets a new PID namespace where it is
+   process 1 and sees no process outside, so ``kill(-1, SIGKILL)`` reaches nothing of yours
+   (as process 1 it also ignores signals it has no handler for, even its own SIGKILL; the
+   worker's SIGKILL still ends it);
+7. when the worker runs as root, drops to the user ``nobody`` (root ignores RLIMIT_NPROC and
+   file permissions); in a user namespace, drops the capabilities it grants;
+8. defines the program's function, calls it on each test's arguments, and writes one JSON line
    per test to the result pipe: the ``repr`` of the value, or the exception.
 
-The worker waits with a wall-clock timeout, kills the process group when the time or the output
-cap runs out, reaps the child and replies with what happened. It never judges: it has never seen
-the expected values (see gptlib/codeeval.py for why).
+``Sandbox.features`` reports which of these took effect (``landlock_abi``, ``user_namespace``,
+``network_namespace``, ``socket_folders_hidden``, ``pid_namespace``, ``user``). The worker waits
+with a wall-clock timeout, kills the process group when the time or the output cap runs out,
+reaps the child and replies with what happened. It never judges: it has never seen the
+expected values (see gptlib/codeeval.py for why).
 
 **What it cannot stop.** This is a process sandbox, not a virtual machine. A program shares the
 kernel with you: a kernel bug or a side channel (timing, /proc, cache) is out of its reach.
-Without Landlock (macOS, older Linux) a program running as your user can read, change and
-delete any file you can, and signal your processes; without Landlock's network rules or root's
-network namespace it can use the network; memory limits are not enforced on macOS. For a class
-whose students hand in code, run the whole evaluation inside a container without network (e.g.
-``docker run --network none --read-only --memory 1g --pids-limit 64`` with the repository
-mounted read-only), or under gVisor or nsjail, as Chen et al. 2021 (§2.3) ran HumanEval in
-gVisor with network access blocked by firewall rules.
+Where a protection above is missing, the gap is real; as your user (not root):
+
+- without Landlock (macOS, Linux before 5.13) a program can read, change and delete any file
+  you can;
+- without a network namespace (macOS; Linux with unprivileged user namespaces switched off) it
+  can send UDP (e.g. DNS queries carrying your data) even where Landlock ABI 4+ blocks TCP, and
+  without Landlock ABI 4 it can open TCP connections too;
+- without the mount namespace it can connect to UNIX sockets it finds by path, whatever
+  Landlock says: the session bus /run/user/UID/bus (through systemd it can start commands
+  outside the sandbox) or, if you are in the ``docker`` group, /var/run/docker.sock (root);
+- without a PID namespace and before Landlock ABI 6 (Linux 6.12) it can signal every process
+  you own: ``os.kill(-1, signal.SIGKILL)`` ends your notebook kernel and your shell;
+- memory limits are not enforced on macOS.
+
+For a class whose students hand in code, run the whole evaluation inside a container without
+network (e.g. ``docker run --network none --read-only --memory 1g --pids-limit 64`` with the
+repository mounted read-only), or under gVisor or nsjail; Chen et al. 2021 (§2.3) ran HumanEval
+in gVisor with network access blocked by firewall rules.
 """
 
 from __future__ import annotations
@@ -59,7 +83,16 @@ NOBODY = 65534
 _PRELOADED = ("bisect", "collections", "copy", "dataclasses", "decimal", "fractions", "functools",
               "heapq", "itertools", "math", "operator", "random", "re", "socket", "statistics",
               "string", "subprocess", "typing")  # fmt: skip
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = (
+    0x20000,
+    0x10000000,
+    0x20000000,
+    0x40000000,
+)
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+_SOCKET_FOLDERS = ("/tmp", "/run", "/var/run", "/var/tmp", "/dev/shm")
+_CAPABILITY_V3 = 0x20080522
+_ISOLATION = ("user_namespace", "network_namespace", "socket_folders_hidden")
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
 _LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446  # same on every arch
 # Landlock access rights by the ABI that introduced them (linux/landlock.h).
@@ -116,11 +149,82 @@ def _landlock(abi: int, writable: str, readable: list[str]) -> None:
     os.close(ruleset)
 
 
-def _isolate_network() -> bool:
-    """As root on Linux, move this worker into a new network namespace (only a loopback, down)."""
-    if LIBC is None or os.geteuid() != 0:
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _isolate() -> dict:
+    """Move this worker into new namespaces: no network, and no reachable UNIX socket by path.
+
+    As root: a new network and mount namespace. As another user: first a new user namespace
+    (unprivileged user namespaces; many distributions allow them, some switch them off) that
+    maps only your own uid and gid, then the same. The network namespace has only a loopback
+    device, down: no TCP, no UDP, no abstract UNIX sockets. In the mount namespace empty tmpfs
+    folders cover /tmp, /run, /var/tmp and /dev/shm, where the session bus, the Docker socket
+    and other path-based UNIX sockets live. Returns which of these took effect; each step falls
+    back where the kernel refuses it (then the features say so). Raises OSError where the
+    user namespace is made but cannot map our uid (`_isolation_works` tries it first).
+    """
+    done = dict.fromkeys(_ISOLATION, False)
+    if LIBC is None:
+        return done
+    uid, gid = os.geteuid(), os.getegid()
+    if uid != 0:
+        if LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWNS) != 0:
+            return done
+        # map only ourselves: we stay your uid inside, with capabilities in the namespace
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        done["user_namespace"] = done["network_namespace"] = True
+    else:
+        done["network_namespace"] = LIBC.unshare(_CLONE_NEWNET) == 0
+        if LIBC.unshare(_CLONE_NEWNS) != 0:
+            return done
+    keep = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *_readable_roots())]
+    if LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return done  # without private propagation our mounts would leak out: mount nothing
+    hidden = True
+    for folder in _SOCKET_FOLDERS:
+        if os.path.islink(folder) or not os.path.isdir(folder):
+            continue  # /var/run is usually a link to /run
+        if any(k.startswith(folder + "/") for k in keep):
+            hidden = False  # Python itself lives there: covering it would break imports
+            continue
+        options = b"mode=1777,size=512m"
+        if LIBC.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options):
+            hidden = False
+    done["socket_folders_hidden"] = hidden
+    os.chdir("/")
+    return done
+
+
+def _isolation_works() -> bool:
+    """Whether `_isolate` succeeds here and leaves a usable temporary folder (tried in a fork).
+
+    Some kernels let a process make a user namespace and then refuse it everything in it (e.g.
+    Ubuntu's AppArmor restriction); the worker cannot step back out, so it tries first.
+    """
+    if LIBC is None:
         return False
-    return LIBC.unshare(_CLONE_NEWNET) == 0
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _isolate()
+            os.rmdir(tempfile.mkdtemp(prefix="gptlib-sandbox-"))
+        except BaseException:  # noqa: BLE001  (any failure means: do not isolate)
+            os._exit(1)
+        os._exit(0)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _drop_capabilities() -> None:
+    """Give up every capability (those a user namespace grants us), as setuid to nobody does."""
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_V3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; twice (64 bits)
+    if LIBC.capset(ctypes.byref(header), ctypes.byref(data)) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed: could not drop capabilities")
 
 
 @functools.cache
@@ -137,6 +241,34 @@ def _limit(kind: int, value: int) -> bool:
         return True
     except (ValueError, OSError):  # e.g. RLIMIT_AS on macOS
         return False
+
+
+def _pid_namespace_works() -> bool:
+    """Whether this worker may give each child a new PID namespace (tried in a throwaway fork)."""
+    if LIBC is None:
+        return False
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if LIBC.unshare(_CLONE_NEWPID) == 0 else 1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _become_pid_namespace_init() -> None:
+    """Fork once more: the program runs as process 1 of the new PID namespace; we wait for it.
+
+    Inside, it sees no process outside its namespace, so it cannot name one to signal
+    (``kill(-1, SIGKILL)`` reaches nobody). This process only waits and passes on how the
+    program ended, so the worker's accounting (exit code, signal, CPU time) is unchanged.
+    """
+    inner = os.fork()
+    if inner == 0:
+        return
+    LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _, status = os.waitpid(inner, 0)
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 3)
 
 
 def _child(job: dict, folder: str, result_w: int, output_w: int, features: dict) -> None:
@@ -160,10 +292,16 @@ def _child(job: dict, folder: str, result_w: int, output_w: int, features: dict)
         _limit(resource.RLIMIT_NOFILE, 32)
         if features["landlock_abi"]:
             _landlock(features["landlock_abi"], folder, _readable_roots())
+        if features.get("pid_namespace") and LIBC.unshare(_CLONE_NEWPID) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID) failed")
         if os.geteuid() == 0:
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
+        elif features.get("user_namespace"):
+            _drop_capabilities()
+        if features.get("pid_namespace"):
+            _become_pid_namespace_init()
         if not _limit(resource.RLIMIT_NPROC, 0):
             raise OSError("could not forbid new processes (RLIMIT_NPROC)")
         if LIBC is not None:  # die with the worker (set after setuid, which clears it)
@@ -306,12 +444,13 @@ def serve() -> None:
     features = {
         "platform": sys.platform,
         "landlock_abi": landlock_abi(),
-        "network_namespace": _isolate_network(),
+        **(_isolate() if _isolation_works() else dict.fromkeys(_ISOLATION, False)),
         "user": "nobody" if os.geteuid() == 0 else "yours",
     }
     for name in _PRELOADED:
         __import__(name)  # imported once here; a child (which may not read files) inherits them
     _readable_roots()  # computed once here too, before any fork
+    features["pid_namespace"] = _pid_namespace_works()
     out = sys.stdout.buffer
     out.write(json.dumps({"ready": features}).encode() + b"\n")
     out.flush()

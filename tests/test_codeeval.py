@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import subprocess
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -288,17 +289,39 @@ def test_files_outside_the_folder_survive(sandbox: Sandbox, tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
 
 
-def test_the_program_cannot_signal_the_worker(sandbox: Sandbox) -> None:
+def test_a_program_that_kills_its_worker_fails_and_the_worker_is_replaced(sandbox: Sandbox) -> None:
     program = "import os, signal\ndef f(x):\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 2 * x\n"
     result = run(sandbox, program)
     assert not result.passed
     assert run(sandbox, "def f(x):\n    return 2 * x\n").passed  # a killed worker is replaced
 
 
-def test_the_network_is_unreachable_where_the_sandbox_says_so(sandbox: Sandbox) -> None:
+def test_kill_minus_one_reaches_no_process_outside_where_signals_are_contained(
+    sandbox: Sandbox,
+) -> None:
+    features = sandbox.features
+    if not (features["pid_namespace"] or features["landlock_abi"] >= 6):
+        pytest.skip("no PID namespace and Landlock before ABI 6: kill(-1) reaches your processes")
+    victim = subprocess.Popen(["sleep", "30"])  # one of our processes, outside the sandbox
+    try:
+        program = (
+            "import os, signal\ndef f(x):\n"
+            "    try:\n        os.kill(-1, signal.SIGKILL)\n    except OSError:\n        pass\n"
+            "    return 2 * x\n"
+        )
+        workers = {w.process.pid for w in sandbox._all}
+        assert run(sandbox, program).passed  # it is still alive to report: it killed nothing
+        assert victim.poll() is None
+        assert workers == {w.process.pid for w in sandbox._all}  # no worker was replaced
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_tcp_is_unreachable_where_the_sandbox_says_so(sandbox: Sandbox) -> None:
     features = sandbox.features
     if not (features["network_namespace"] or features["landlock_abi"] >= 4):
-        pytest.skip("no network namespace and no Landlock TCP rules: the network is reachable")
+        pytest.skip("no network namespace and no Landlock TCP rules: TCP is reachable")
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -311,6 +334,50 @@ def test_the_network_is_unreachable_where_the_sandbox_says_so(sandbox: Sandbox) 
         result = run(sandbox, program, [TestCase((0,), "connected")])
     assert result.status == "failed"
     assert "Error" in result.reason and "ModuleNotFound" not in result.reason
+
+
+def test_no_udp_packet_leaves_where_the_worker_has_a_network_namespace(sandbox: Sandbox) -> None:
+    if not sandbox.features["network_namespace"]:
+        pytest.skip("no network namespace (not root, no user namespaces): UDP, e.g. DNS, works")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(0.3)
+        port = listener.getsockname()[1]
+        program = (
+            "import socket\ndef f(x):\n"
+            "    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:\n"
+            f"        s.sendto(b'leak', ('127.0.0.1', {port}))\n"
+            "    return 'sent'\n"
+        )
+        result = run(sandbox, program, [TestCase((0,), "sent")])
+        with pytest.raises(TimeoutError):
+            listener.recvfrom(64)
+    assert result.status == "failed" and "unreachable" in result.reason, result
+
+
+def test_no_unix_socket_in_tmp_is_reachable_where_the_sandbox_hides_them(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    if not sandbox.features["socket_folders_hidden"]:
+        pytest.skip("no mount namespace: UNIX sockets under /tmp and /run are reachable by path")
+    tmp_path.chmod(0o755)
+    path = tmp_path / "bus.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        path.chmod(0o777)
+        server.listen()
+        server.settimeout(0.3)
+        program = (
+            "import socket\ndef f(x):\n"
+            "    with socket.socket(socket.AF_UNIX) as s:\n"
+            f"        s.connect({str(path)!r})\n"
+            "        s.sendall(b'leak')\n"
+            "    return 'sent'\n"
+        )
+        result = run(sandbox, program, [TestCase((0,), "sent")])
+        with pytest.raises(TimeoutError):
+            server.accept()
+    assert result.status == "failed", result
 
 
 def test_results_are_cached_and_returned_in_order(sandbox: Sandbox) -> None:
@@ -350,7 +417,7 @@ def test_the_worker_also_waits_without_waitid(monkeypatch) -> None:
     from gptlib import sandbox_worker
 
     monkeypatch.delattr(os, "waitid")
-    features = {"landlock_abi": 0, "network_namespace": False}
+    features = {"landlock_abi": 0, "network_namespace": False, "user_namespace": False}
     job = {"program": "def f(x):\n    return 2 * x\n", "entry_point": "f", "args": ["(2,)"],
            "timeout": 5.0, "cpu_seconds": 5, "memory_bytes": 2**28, "file_bytes": 10**6,
            "output_bytes": 10**5, "result_bytes": 10**5}  # fmt: skip
