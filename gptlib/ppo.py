@@ -139,13 +139,16 @@ def ppo_policy_loss(
     action_mask: torch.Tensor,
     clip: float = 0.2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's clipped surrogate loss over response tokens, and the share of tokens it clipped.
+    """PPO's clipped surrogate loss over response tokens, and the share of ratios outside the band.
 
     Taught in notebooks/12_instructgpt.ipynb.
     Schulman et al. 2017, Eq. 7: with the probability ratio
     ρ = π(a|s) / π_old(a|s), maximise min(ρ A, clip(ρ, 1 - ε, 1 + ε) A); the loss is its
     negative, averaged over the response tokens. Inputs are (B, T - 1); ε = `clip` (0.2 in
-    InstructGPT, Ouyang et al. 2022, App. C).
+    InstructGPT, Ouyang et al. 2022, App. C). The second value is the usual `clip_fraction`
+    diagnostic: the share of response tokens with |ρ - 1| > ε, whatever the sign of A. Only
+    those on the side that helps (ρ > 1 + ε with A > 0, ρ < 1 - ε with A < 0) lose their
+    gradient; on the other side the min keeps the unclipped term.
     """
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio

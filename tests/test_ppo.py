@@ -62,10 +62,13 @@ def test_policy_loss_clips_the_ratio() -> None:
     loss, clipped = ppo_policy_loss(ratios.log(), old, advantages, mask, clip=0.2)
     # min(ρA, clip(ρ)A) per token: 1.2 (capped), 0.5, -1.5 (not capped), -0.8
     assert loss.item() == pytest.approx(-(1.2 + 0.5 - 1.5 - 0.8) / 4)
+    # clip_fraction counts every ratio outside the band, whatever the sign of A
     assert clipped.item() == 1.0
     logprobs = ratios.log().requires_grad_()
     ppo_policy_loss(logprobs, old, advantages, mask, clip=0.2)[0].backward()
     assert logprobs.grad[0, 0] == 0 and logprobs.grad[0, 1] != 0  # a capped gain has no gradient
+    assert logprobs.grad[0, 2] != 0 and logprobs.grad[0, 3] == 0  # A < 0: only ρ < 1 - ε loses it
+    assert int((logprobs.grad[0] == 0).sum()) == 2  # half the tokens counted by clip_fraction
 
 
 def test_value_loss_takes_the_worse_of_clipped_and_unclipped() -> None:
