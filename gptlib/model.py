@@ -241,7 +241,8 @@ class GPT(nn.Module):
         eps: float = 1e-8,
     ) -> torch.optim.AdamW:
         """AdamW that decays matrices (weights of linear layers and embeddings) but not biases or
-        norm gains, as GPT-1 ("all non bias or gain weights") and GPT-3 do."""
+        norm gains, as GPT-1 states ("all non bias or gain weights"); GPT-3 (Brown et al. 2020,
+        Appendix B) says only "weight decay of 0.1", not which tensors it decays."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]

@@ -4,7 +4,7 @@ fit of a power law with an irreducible term that predicts a large run from small
 
 Taught in notebooks/09_gpt3.ipynb; notebooks/01_history.ipynb uses the budget and the rule of
 about 20 tokens per parameter; notebooks/13_gpt4_era.ipynb fits and extrapolates. Constants: Kaplan et al. 2020 §1.2 and Hoffmann et al. 2022
-Eq. 10 (full references in notebooks/references.md). Kaplan's N counts non-embedding parameters
+Eq. 10, refitted by Besiroglu et al. 2024 (full references in notebooks/references.md). Kaplan's N counts non-embedding parameters
 and its losses are nats per token on WebText2 with the GPT-2 tokenizer; Chinchilla's N counts
 all parameters. Neither set of constants transfers to another tokenizer or data set. Every
 function takes finite positive numbers (NumPy numbers and one-element tensors too) and returns
@@ -26,6 +26,8 @@ KAPLAN_ALPHA_N = 0.076
 KAPLAN_N_C = 8.8e13
 # Hoffmann et al. 2022 Eq. 10 (Approach 3), L(N, D) = E + A / N**alpha + B / D**beta
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+# Besiroglu et al. 2024: the same surface refitted to a reconstruction of Hoffmann et al.'s data
+CHINCHILLA_REFIT = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 # Hoffmann et al. 2022 §3 and Table 3 (Approaches 1 and 2): about 20 tokens per parameter
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
@@ -52,21 +54,43 @@ def kaplan_loss(n_params: float) -> float:
     return (KAPLAN_N_C / n_params) ** KAPLAN_ALPHA_N
 
 
-def chinchilla_loss(n_params: float, n_tokens: float) -> float:
-    """Chinchilla's fitted loss E + A/N^alpha + B/D^beta for N parameters trained on D tokens."""
+def _check_constants(constants: dict[str, float]) -> None:
+    missing = {"E", "A", "B", "alpha", "beta"} - set(constants)
+    if missing:
+        raise ValueError(
+            f"constants must give E, A, B, alpha and beta (like CHINCHILLA); missing {sorted(missing)}"
+        )
+    _check_positive(**{name: constants[name] for name in ("A", "B", "alpha", "beta")})
+
+
+def chinchilla_loss(
+    n_params: float, n_tokens: float, constants: dict[str, float] = CHINCHILLA
+) -> float:
+    """Chinchilla's fitted loss E + A/N^alpha + B/D^beta for N parameters trained on D tokens.
+
+    `constants` defaults to Eq. 10 of Hoffmann et al. 2022 (CHINCHILLA); CHINCHILLA_REFIT is
+    Besiroglu et al.'s 2024 refit. Raises ValueError for a non-positive N or D, or constants
+    missing one of E, A, B, alpha, beta.
+    """
     n_params, n_tokens = _check_positive(n_params=n_params, n_tokens=n_tokens)
-    c = CHINCHILLA
+    _check_constants(constants)
+    c = constants
     return c["E"] + c["A"] / n_params ** c["alpha"] + c["B"] / n_tokens ** c["beta"]
 
 
-def chinchilla_optimal(flops: float) -> tuple[float, float]:
+def chinchilla_optimal(
+    flops: float, constants: dict[str, float] = CHINCHILLA
+) -> tuple[float, float]:
     """The (N, D) that minimise chinchilla_loss under the budget C = 6·N·D FLOPs.
 
     N_opt = G·(C/6)^a and D_opt = (C/6)^b / G, with G = (alpha·A / (beta·B))^(1/(alpha+beta)),
-    a = beta/(alpha+beta), b = alpha/(alpha+beta) (Hoffmann et al. 2022, Eq. 4).
+    a = beta/(alpha+beta), b = alpha/(alpha+beta) (Hoffmann et al. 2022, Eq. 4), for the
+    constants of Eq. 10 (CHINCHILLA, the default) or another fit such as CHINCHILLA_REFIT.
+    Raises ValueError for a non-positive budget or incomplete constants.
     """
     (flops,) = _check_positive(flops=flops)
-    c = CHINCHILLA
+    _check_constants(constants)
+    c = constants
     total = c["alpha"] + c["beta"]
     g = (c["alpha"] * c["A"] / (c["beta"] * c["B"])) ** (1 / total)
     n_opt = g * (flops / 6) ** (c["beta"] / total)

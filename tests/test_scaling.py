@@ -5,6 +5,7 @@ import pytest
 
 from gptlib.scaling import (
     CHINCHILLA,
+    CHINCHILLA_REFIT,
     CHINCHILLA_TOKENS_PER_PARAM,
     PowerLaw,
     chinchilla_loss,
@@ -163,3 +164,24 @@ def test_numpy_numbers_and_one_element_tensors_give_floats() -> None:
     torch = pytest.importorskip("torch")
     flops = training_flops(torch.tensor(1e9), np.int64(10**10))
     assert type(flops) is float and flops == 6e19
+
+
+def test_chinchilla_refit_frontier_is_near_twenty_tokens_per_parameter() -> None:
+    # Besiroglu et al. 2024 refit: about 20 tokens per parameter, where Eq. 10 gives 50-120
+    for flops in (1e21, 3.15e23, 1e25):
+        n_opt, d_opt = chinchilla_optimal(flops, CHINCHILLA_REFIT)
+        assert 6 * n_opt * d_opt == pytest.approx(flops)
+        assert 15 < d_opt / n_opt < 25
+        assert chinchilla_optimal(flops)[1] / chinchilla_optimal(flops)[0] > 45
+    n_opt, d_opt = chinchilla_optimal(1e21, CHINCHILLA_REFIT)
+    best = chinchilla_loss(n_opt, d_opt, CHINCHILLA_REFIT)
+    for factor in (0.8, 1.25):
+        n = n_opt * factor
+        assert chinchilla_loss(n, 1e21 / (6 * n), CHINCHILLA_REFIT) > best
+
+
+def test_chinchilla_constants_must_be_complete() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        chinchilla_optimal(1e21, {"A": 1.0, "B": 1.0, "alpha": 0.3})
+    with pytest.raises(ValueError, match="beta"):
+        chinchilla_loss(1e9, 1e10, {**CHINCHILLA, "beta": 0.0})
