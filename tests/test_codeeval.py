@@ -291,8 +291,14 @@ def test_files_outside_the_folder_survive(sandbox: Sandbox, tmp_path: Path) -> N
 
 def test_a_program_that_kills_its_worker_fails_and_the_worker_is_replaced(sandbox: Sandbox) -> None:
     program = "import os, signal\ndef f(x):\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 2 * x\n"
+    workers = {w.process.pid for w in sandbox._all}
     result = run(sandbox, program)
-    assert not result.passed
+    if sandbox.features["pid_namespace"]:
+        # Process 1 of its own PID namespace: its parent is outside (getppid() is 0), so the
+        # signal reaches no worker; the program goes on and its answer is judged as usual.
+        assert workers == {w.process.pid for w in sandbox._all}
+    else:
+        assert not result.passed  # the worker died under it: a crash, never a pass
     assert run(sandbox, "def f(x):\n    return 2 * x\n").passed  # a killed worker is replaced
 
 
