@@ -310,8 +310,13 @@ def draw_block(config: GPTConfig, ax: Axes, title: str | None = None) -> Axes:
             steps = [(name, kind), (f"dropout {p:g}", "dropout")]
             tops.append((x, chain(x, 1.95, steps, width=2.15) + 0.28))
         add(3.6, tops)
+    parallel = (
+        "parallel, one shared norm (GPT-J)"
+        if config.shared_norm
+        else "parallel, two norms (GPT-NeoX)"
+    )
     default = {"pre": "pre-LN (GPT-2 onwards)", "post": "post-LN (Transformer, GPT-1)",
-               "parallel": "parallel (GPT-J, GPT-NeoX)"}[config.norm_placement]  # fmt: skip
+               "parallel": parallel}[config.norm_placement]  # fmt: skip
     ax.set(xlim=(-0.9, 4.7), ylim=(-0.5, 7.5), title=title or default)
     ax.axis("off")
     return ax
