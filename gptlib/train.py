@@ -21,6 +21,7 @@ touching the last good checkpoint (`DivergedError`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -224,6 +225,11 @@ def train(
     finally:
         for held in run.lock:
             held.release()
+        # Free DDP's Reducer while the process group still exists: freed afterwards (when this
+        # frame's objects go), its gloo group's destructor joins a thread that waits for the
+        # GIL the freeing thread holds, and the process never exits.
+        run.step_model = run.model
+        gc.collect()
         dist.close()
 
 
