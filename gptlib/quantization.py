@@ -116,6 +116,12 @@ def dequantize_absmax(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
             f"scale must be a float tensor of shape ({rows}, n_groups) with n_groups dividing "
             f"{cols}, as quantize_absmax returns it, got {got}"
         )
+    return _dequantize(q, scale)
+
+
+def _dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """q (rows, cols) times its group scales (rows, n_groups), unchecked: for forward passes."""
+    rows, cols = q.shape
     groups = scale.size(1)
     return (q.float().reshape(rows, groups, cols // groups) * scale[:, :, None]).reshape(rows, cols)
 
@@ -165,7 +171,8 @@ class Int8Linear(nn.Module):
         return cls(q, scale, linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = dequantize_per_channel(self.q_weight, self.scale).to(x.dtype)
+        # The buffers came from quantize_per_channel: no argument checks on every forward pass.
+        weight = _dequantize(self.q_weight, self.scale[:, None]).to(x.dtype)
         return F.linear(x, weight, self.bias)
 
     def extra_repr(self) -> str:
