@@ -158,3 +158,29 @@ def test_int8_matmul_decomposition_rescues_outlier_features() -> None:
         int8_matmul(x, weight.T)
     with pytest.raises(ValueError, match="positive number"):
         int8_matmul(x, weight, 0.0)
+
+
+def _broken_weight() -> torch.Tensor:
+    weight = torch.randn(4, 3)
+    weight[1, 1] = float("nan")
+    return weight
+
+
+_Q, _SCALE = quantize_per_channel(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
+# (call, error, what the message names): before, a NaN weight quantized to a row of NaN and a
+# float q was dequantized as it was.
+BAD_QUANTIZATION_CALLS = {
+    "NaN weight": (lambda: quantize_per_channel(_broken_weight()), ValueError, "NaN"),
+    "weight as a list": (lambda: quantize_per_channel([[1.0]]), TypeError, "weight"),
+    "float q": (lambda: dequantize_per_channel(_Q.float() + 0.5, _SCALE), TypeError, "int8"),
+    "short scale": (lambda: dequantize_per_channel(_Q, _SCALE[:2]), ValueError, r"\(4,\)"),
+    "0-d scale": (lambda: dequantize_per_channel(_Q, _SCALE[0]), ValueError, "scale"),
+    "model_bytes of a dict": (lambda: model_bytes({"a": 1}), TypeError, "Module"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_QUANTIZATION_CALLS, ids=str)
+def test_every_bad_quantization_argument_is_named(case: str) -> None:
+    call, error, message = BAD_QUANTIZATION_CALLS[case]
+    with pytest.raises(error, match=message):
+        call()

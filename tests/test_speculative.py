@@ -263,3 +263,25 @@ def test_kv_cache_refuses_to_crop_a_wrapped_rolling_buffer() -> None:
         model(torch.tensor([[3, 4, 5, 6]]), kv_cache=cache)  # 6 tokens through a window of 4
     with pytest.raises(ValueError, match="rolling buffer"):
         cache.crop(5)
+
+
+_PROMPT = torch.tensor([[1, 2, 3]])
+# (call, error, what the message names): before, k=2.5 guessed 2.5 tokens until generate
+# refused them under the name max_new_tokens, and a None model was an AttributeError.
+BAD_SPECULATIVE_CALLS = {
+    "prompt as a list": (lambda t, d: speculative_generate(t, d, [[1, 2]], 3), TypeError, "idx"),
+    "fractional k": (lambda t, d: speculative_generate(t, d, _PROMPT, 3, k=2.5), TypeError, "k must"),
+    "bool k": (lambda t, d: speculative_generate(t, d, _PROMPT, 3, k=True), TypeError, "k must"),
+    "fractional max_new_tokens": (
+        lambda t, d: speculative_generate(t, d, _PROMPT, 2.5), TypeError, "got 2.5",
+    ),
+    "no draft": (lambda t, d: speculative_generate(t, None, _PROMPT, 3), TypeError, "draft"),
+    "no target": (lambda t, d: speculative_generate(None, d, _PROMPT, 3), TypeError, "target"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_SPECULATIVE_CALLS, ids=str)
+def test_every_bad_speculative_argument_is_named(case: str) -> None:
+    call, error, message = BAD_SPECULATIVE_CALLS[case]
+    with pytest.raises(error, match=message):
+        call(tiny_gpt(), tiny_gpt(seed=1))
